@@ -1,0 +1,134 @@
+"""Reading and writing PEFT adapter dirs (adapter_config.json + adapter_model.safetensors).
+
+Any LoRA dir written by plain peft is valid input; mcl adds an optional sidecar `mcl.json`
+(task, step, method, base model id, content hash) that is never required for reading.
+Only safetensors are read: no pickle loads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from mcl.errors import MclError
+from mcl.io import atomic_path, sha256_file, write_json_atomic
+
+CONFIG = "adapter_config.json"
+WEIGHTS = "adapter_model.safetensors"
+SIDECAR = "mcl.json"
+
+
+@dataclass
+class AdapterState:
+    """One LoRA adapter: its PEFT config, its tensors (saved-state keys) and optional mcl sidecar."""
+
+    config: dict[str, Any]
+    tensors: dict[str, torch.Tensor]
+    path: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def base_model(self) -> str | None:
+        """Base model id: the sidecar's when present, else the PEFT config's."""
+        return self.meta.get("base_model") or self.config.get("base_model_name_or_path")
+
+    @property
+    def label(self) -> str:
+        """Short human name (the dir path or 'adapter')."""
+        return self.path or "adapter"
+
+
+def read_adapter(path: str | Path, check_finite: bool = True) -> AdapterState:
+    """Load a PEFT LoRA dir into an AdapterState; every failure is a one-line MclError."""
+    path = Path(path)
+    if not path.exists():
+        raise MclError(f"adapter dir {path} does not exist")
+    if not path.is_dir():
+        raise MclError(f"{path} is not a directory (expected a PEFT adapter dir)")
+    cfg_file = path / CONFIG
+    if not cfg_file.is_file():
+        raise MclError(f"{path} has no {CONFIG}: not a PEFT adapter dir")
+    try:
+        config = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise MclError(f"{cfg_file}: malformed JSON ({e.msg} at line {e.lineno})") from None
+    if config.get("peft_type", "LORA") != "LORA":
+        raise MclError(f"{cfg_file}: peft_type is {config.get('peft_type')!r}; mcl reads LoRA adapters only")
+    weights = path / WEIGHTS
+    if not weights.is_file():
+        hint = " (adapter_model.bin is a pickle; mcl reads safetensors only)" if (path / "adapter_model.bin").exists() else ""
+        raise MclError(f"{path} has no {WEIGHTS}{hint}")
+    try:
+        tensors = load_file(weights)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise MclError(f"{weights}: corrupt safetensors file ({str(e).splitlines()[0]})") from None
+    if not tensors:
+        raise MclError(f"{weights}: contains no tensors")
+    if check_finite:
+        for k, t in tensors.items():
+            if t.is_floating_point() and not torch.isfinite(t).all():
+                raise MclError(f"{weights}: tensor {k} contains NaN or Inf")
+    meta = {}
+    if (path / SIDECAR).is_file():
+        try:
+            meta = json.loads((path / SIDECAR).read_text())
+        except json.JSONDecodeError:
+            meta = {}
+    return AdapterState(config=config, tensors=tensors, path=str(path), meta=meta)
+
+
+def save_adapter(model, out_dir: str | Path, adapter_name: str = "default", meta: dict[str, Any] | None = None) -> Path:
+    """Save one adapter of a PeftModel as a plain PEFT dir (atomically), plus the mcl.json sidecar."""
+    from mcl.models import base_model_id
+
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir) as tmp:
+        model.save_pretrained(tmp, selected_adapters=[adapter_name])
+        nested = tmp / adapter_name  # peft nests non-default adapters in a sub-folder
+        if adapter_name != "default" and nested.is_dir():
+            for f in nested.iterdir():
+                shutil.move(str(f), tmp / f.name)
+            nested.rmdir()
+        base = base_model_id(model.get_base_model())
+        sidecar = {**({"base_model": base} if base else {}), **(meta or {})}
+        sidecar["sha256"] = sha256_file(tmp / WEIGHTS)
+        write_json_atomic(tmp / SIDECAR, sidecar)
+    return out_dir
+
+
+def adapter_hash(state: AdapterState) -> str:
+    """Content hash of an adapter (sidecar hash when it matches the file, else the file's hash)."""
+    if state.path is None:
+        from mcl.io import sha256_json
+
+        return sha256_json({k: v.float().sum().item() for k, v in sorted(state.tensors.items())})
+    return sha256_file(Path(state.path) / WEIGHTS)
+
+
+def scaling(config: dict[str, Any], r: int | None = None) -> float:
+    """LoRA scale s in ΔW = s·B·A for a config (rsLoRA aware)."""
+    r = r or config["r"]
+    alpha = config.get("lora_alpha", r)
+    return alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
+
+
+def write_adapter_dir(state: AdapterState, out_dir: str | Path) -> Path:
+    """Write an AdapterState as a PEFT dir (config + safetensors) atomically."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        write_json_atomic(tmp / CONFIG, state.config)
+        save_file({k: v.contiguous() for k, v in state.tensors.items()}, tmp / WEIGHTS, metadata={"format": "pt"})
+        if state.meta:
+            write_json_atomic(tmp / SIDECAR, {**state.meta, "sha256": sha256_file(tmp / WEIGHTS)})
+    return out_dir

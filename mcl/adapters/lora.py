@@ -1,0 +1,92 @@
+"""Wrapping a base model with LoRA, and views of the live LoRA tensors of a PEFT model.
+
+Keys are PEFT's on-disk names (the adapter name removed), e.g.
+`base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`, so a state read from an adapter
+dir and a state taken from a live model line up key for key.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class LoraSpec:
+    """LoRA hyper-parameters (defaults measured on the tiny model, see README)."""
+
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: list(ALL_LINEAR))
+    use_rslora: bool = False
+    use_dora: bool = False
+
+    def to_peft(self) -> LoraConfig:
+        """The equivalent `peft.LoraConfig` for a causal LM."""
+        return LoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=list(self.target_modules),
+            use_rslora=self.use_rslora,
+            use_dora=self.use_dora,
+            task_type="CAUSAL_LM",
+        )
+
+    def to_dict(self) -> dict:
+        """Plain dict (for configs and sidecars)."""
+        return asdict(self)
+
+
+def add_lora(model, spec: LoraSpec | None = None, adapter_name: str = "default", seed: int | None = None) -> PeftModel:
+    """Wrap `model` with a fresh LoRA adapter (or add one more adapter to a PeftModel)."""
+    spec = spec or LoraSpec()
+    if seed is not None:
+        torch.manual_seed(seed)
+    if isinstance(model, PeftModel):
+        model.add_adapter(adapter_name, spec.to_peft())
+        return model
+    return get_peft_model(model, spec.to_peft(), adapter_name=adapter_name)
+
+
+def _saved_key(param_name: str, adapter_name: str) -> str:
+    key = re.sub(rf"\.{re.escape(adapter_name)}(?=\.|$)", "", param_name)
+    return key.replace("lora_magnitude_vector.weight", "lora_magnitude_vector")  # DoRA, as peft saves it
+
+
+def lora_parameters(model: torch.nn.Module, adapter_name: str = "default") -> dict[str, torch.nn.Parameter]:
+    """Live LoRA parameters of one adapter, keyed by PEFT's saved-state names."""
+    out = {}
+    for name, p in model.named_parameters():
+        if "lora_" in name and re.search(rf"\.{re.escape(adapter_name)}(\.|$)", name):
+            out[_saved_key(name, adapter_name)] = p
+    if not out:
+        raise ValueError(f"model has no LoRA parameters for adapter {adapter_name!r}")
+    return out
+
+
+def get_state(model: torch.nn.Module, adapter_name: str = "default") -> dict[str, torch.Tensor]:
+    """A detached copy of one adapter's LoRA tensors."""
+    return {k: p.detach().clone() for k, p in lora_parameters(model, adapter_name).items()}
+
+
+@torch.no_grad()
+def set_state(
+    model: torch.nn.Module,
+    state: dict[str, torch.Tensor],
+    adapter_name: str = "default",
+    params: dict[str, torch.nn.Parameter] | None = None,
+) -> None:
+    """Copy `state` into the live LoRA tensors in place (pass `params` to skip the name lookup)."""
+    params = params if params is not None else lora_parameters(model, adapter_name)
+    if params.keys() != state.keys():
+        missing = sorted(set(params) ^ set(state))[:3]
+        raise ValueError(f"adapter state does not match the model's LoRA tensors (e.g. {missing})")
+    for k, p in params.items():
+        p.copy_(state[k])

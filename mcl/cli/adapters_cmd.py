@@ -1,0 +1,42 @@
+"""`mcl adapters info DIR` and `mcl adapters check A B [--space S]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from mcl.adapters import check_compatible, read_adapter, scaling
+
+
+def _info(args: argparse.Namespace) -> int:
+    st = read_adapter(args.adapter)
+    modules = sorted({k.split(".lora_")[0] for k in st.tensors})
+    n = sum(t.numel() for t in st.tensors.values())
+    print(json.dumps({
+        "path": st.path, "base_model": st.base_model, "r": st.config.get("r"), "lora_alpha": st.config.get("lora_alpha"),
+        "scaling": scaling(st.config), "use_rslora": st.config.get("use_rslora", False),
+        "use_dora": st.config.get("use_dora", False), "target_modules": st.config.get("target_modules"),
+        "modules": len(modules), "params": n, "mcl": st.meta or None,
+    }, indent=2, default=str))
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    a, b = read_adapter(args.a), read_adapter(args.b)
+    check_compatible(a, b, args.space)
+    print(f"compatible in {args.space} space: {args.a} {args.b}")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register `mcl adapters ...`."""
+    p = sub.add_parser("adapters", help="inspect and compare PEFT LoRA adapter dirs")
+    asub = p.add_subparsers(dest="adapters_command", required=True)
+    info = asub.add_parser("info", help="config, size and mcl sidecar of an adapter dir")
+    info.add_argument("adapter")
+    info.set_defaults(func=_info)
+    chk = asub.add_parser("check", help="are two adapters compatible for interpolation?")
+    chk.add_argument("a")
+    chk.add_argument("b")
+    chk.add_argument("--space", default="factors")
+    chk.set_defaults(func=_check)

