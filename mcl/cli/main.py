@@ -17,6 +17,9 @@ def run_cli(build: Callable[[], argparse.ArgumentParser], argv: list[str] | None
     """Parse argv with the parser from `build` and run `args.func`; MclError → one line, exit 2."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build().parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # keep stderr to mcl's own progress and one-line errors
     try:
         return int(args.func(args) or 0)
     except MclError as e:
@@ -44,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Console script `mcl`."""
-    return run_cli(build_parser, argv)
+    from mcl.cli.train_cmd import normalize_argv
+
+    return run_cli(build_parser, normalize_argv(list(sys.argv[1:] if argv is None else argv)))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,23 @@
+"""`mcl report RUN_DIR [RUN_DIR ...] [--out DIR]`: methods × tasks table and R heatmaps."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _report(args: argparse.Namespace) -> int:
+    from mcl.train.report import report
+
+    table = report(args.runs, args.out)
+    print(table.round(4).to_markdown())
+    print(f"wrote {Path(args.out) / 'report.md'}, report.csv and R heatmaps")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register `mcl report`."""
+    p = sub.add_parser("report", help="summarise finished runs: final scores, OP/BWT/FWT, R heatmaps")
+    p.add_argument("runs", nargs="+", help="run directories (runs/<name>-<hash>)")
+    p.add_argument("--out", default="reports", help="output directory (default: reports)")
+    p.set_defaults(func=_report)

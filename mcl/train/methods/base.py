@@ -1,0 +1,141 @@
+"""The hook surface every continual-learning method implements, and the method registry.
+
+The loop (mcl/train/loop.py) calls, per run: `setup`; per phase: `begin_task`, then per step
+`loss` → backward → `after_backward` → optimizer step → `after_step`; then `end_task`,
+`save_task` and evaluation through `eval_view`. It never branches on a method's name.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, ContextManager, Iterator
+
+import torch
+
+from mcl.adapters import LoraSpec, add_lora, get_state, lora_parameters, save_adapter, set_state
+from mcl.errors import MclError
+
+METHODS: dict[str, type["Method"]] = {}
+
+
+def register(cls: type["Method"]) -> type["Method"]:
+    """Class decorator: add a method to the registry under `cls.name`."""
+    METHODS[cls.name] = cls
+    return cls
+
+
+@dataclass
+class Context:
+    """What a method may use: the model, tokenizer, accelerator, config and encoded task data."""
+
+    model: Any
+    tokenizer: Any
+    accelerator: Any
+    config: Any
+    tasks: list[str]
+    train_data: list[Any] = field(default_factory=list)
+    loss_fn: Any = None
+
+    @property
+    def peft(self):
+        """The unwrapped PeftModel (outside DDP)."""
+        return self.accelerator.unwrap_model(self.model)
+
+
+class Method:
+    """Base class: vanilla sequential LoRA fine-tuning with one adapter named `default`."""
+
+    name: ClassVar[str] = "base"
+    title: ClassVar[str] = ""
+    reference: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+    views: ClassVar[tuple[str, ...]] = ("main",)
+
+    def __init__(self, ctx: Context, **args: Any):
+        self.ctx = ctx
+        self.args = {**self.defaults, **args}
+
+    @classmethod
+    def check_args(cls, args: dict[str, Any]) -> None:
+        """Reject unknown method_args keys with a one-line error."""
+        unknown = sorted(set(args) - set(cls.defaults))
+        if unknown:
+            known = ", ".join(sorted(cls.defaults)) or "none"
+            raise MclError(f"unknown method_args key {unknown[0]!r} for method {cls.name!r} (known: {known})")
+
+    # --- set-up and schedule -------------------------------------------------------------------
+    def setup(self, base_model, spec: LoraSpec, seed: int):
+        """Wrap the base model with this method's adapter(s); return the PeftModel."""
+        return add_lora(base_model, spec, "default", seed=seed)
+
+    def phases(self, n_tasks: int) -> list[list[int]]:
+        """Training phases as lists of task indices (default: one task per phase)."""
+        return [[k] for k in range(n_tasks)]
+
+    def trainable(self) -> list[torch.nn.Parameter]:
+        """Parameters the optimizer updates in the current phase."""
+        return [p for p in self.ctx.peft.parameters() if p.requires_grad]
+
+    # --- hooks ---------------------------------------------------------------------------------
+    def begin_task(self, phase: int, task_ids: list[int]) -> None:
+        """Called before the first step of a phase."""
+
+    def loss(self, batch: dict[str, torch.Tensor], task_ids: list[int]) -> torch.Tensor:
+        """Training loss for one batch of the current phase."""
+        return self.ctx.loss_fn(self.ctx.model, batch)
+
+    def after_backward(self) -> None:
+        """Called after backward, before clipping and the optimizer step (gradient surgery)."""
+
+    def after_step(self, batch: dict[str, torch.Tensor], task_ids: list[int], step: int) -> None:
+        """Called after each optimizer step."""
+
+    def end_task(self, phase: int, task_ids: list[int]) -> None:
+        """Called after the last step of a phase."""
+
+    # --- evaluation and checkpoints ------------------------------------------------------------
+    def eval_view(self, view: str, task_index: int, phase: int) -> ContextManager:
+        """Context in which the model is scored as `view` on task `task_index` after `phase`."""
+        return nullcontext()
+
+    def save_task(self, out_dir: Path, meta: dict[str, Any]) -> None:
+        """Write this phase's adapter(s) as PEFT dirs under out_dir."""
+        save_adapter(self.ctx.peft, out_dir, "default", meta)
+
+    def adapter_names(self) -> list[str]:
+        """Adapters whose tensors go into the resume state."""
+        return list(self.ctx.peft.peft_config)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Method tensors for the resume state (adapters are saved by the loop)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore from `state_dict()` output."""
+
+
+@contextmanager
+def active_adapter(peft_model, name: str | list[str]) -> Iterator[None]:
+    """Temporarily make `name` the active adapter(s), keeping every requires_grad flag unchanged."""
+    grads = {n: p.requires_grad for n, p in peft_model.named_parameters()}
+    before = peft_model.base_model.active_adapter
+    peft_model.base_model.set_adapter(name)
+    try:
+        yield
+    finally:
+        peft_model.base_model.set_adapter(before)
+        for n, p in peft_model.named_parameters():
+            p.requires_grad_(grads[n])
+
+
+def copy_adapter(peft_model, src: str, dst: str) -> None:
+    """Overwrite adapter `dst`'s LoRA tensors with `src`'s."""
+    set_state(peft_model, get_state(peft_model, src), dst)
+
+
+def freeze_adapter(peft_model, name: str, frozen: bool = True) -> None:
+    """Set requires_grad=False (or True) on every LoRA tensor of one adapter."""
+    for p in lora_parameters(peft_model, name).values():
+        p.requires_grad_(not frozen)

@@ -1,0 +1,63 @@
+"""ER: experience replay from a reservoir buffer, mixed into every batch from the second task on.
+
+The current batch is added to the buffer *after* the optimizer step, so a replay batch never
+contains the batch being learned (the released I-LoRA code fills the buffer first; see ILORA.md).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mcl.errors import MclError
+from mcl.train.buffer import ReservoirBuffer
+from mcl.train.losses import answer_ce
+from mcl.train.methods.base import Method, register
+
+WEIGHTINGS = ("mean", "pooled")
+
+
+@register
+class ER(Method):
+    """Experience replay with a reservoir buffer shared in design with I-LoRA."""
+
+    name = "er"
+    title = "Experience Replay (ER)"
+    reference = "Chaudhry et al. 2019, 'On Tiny Episodic Memories in Continual Learning'"
+    defaults = {"buffer_size": 500, "replay_weighting": "mean"}
+
+    def __init__(self, ctx, **args):
+        super().__init__(ctx, **args)
+        if self.args.get("replay_weighting", "mean") not in WEIGHTINGS:
+            raise MclError(f"replay_weighting must be one of {WEIGHTINGS}")
+        self.buffer = ReservoirBuffer(int(self.args["buffer_size"]), seed=ctx.config.train.seed + 1)
+
+    def replay_batch(self, task_ids: list[int], size: int) -> dict[str, torch.Tensor] | None:
+        """A replay batch once the buffer holds examples of tasks outside the current phase."""
+        if not (self.buffer.tasks() - set(task_ids)):
+            return None
+        batch = self.buffer.sample(size, self.ctx.tokenizer.pad_token_id)
+        return {k: v.to(self.ctx.accelerator.device) for k, v in batch.items()}
+
+    def combine(self, cur: tuple, buf: tuple | None) -> torch.Tensor:
+        """Mean of current and replay CE (released code), or CE pooled over all their tokens."""
+        if buf is None:
+            return cur[0] / cur[1].clamp(min=1)
+        if self.args["replay_weighting"] == "mean":
+            return 0.5 * (cur[0] / cur[1].clamp(min=1) + buf[0] / buf[1].clamp(min=1))
+        return (cur[0] + buf[0]) / (cur[1] + buf[1]).clamp(min=1)
+
+    def loss(self, batch, task_ids):
+        cur = answer_ce(self.ctx.model, batch)[:2]
+        replay = self.replay_batch(task_ids, len(batch["input_ids"]))
+        buf = answer_ce(self.ctx.model, replay)[:2] if replay is not None else None
+        return self.combine(cur, buf)
+
+    def after_step(self, batch, task_ids, step):
+        self.buffer.add(batch["examples"], batch["task"])
+
+    def state_dict(self):
+        return {f"buffer.{k}": v for k, v in self.buffer.state_dict().items()}
+
+    def load_state_dict(self, state):
+        if state:
+            self.buffer.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("buffer.")})

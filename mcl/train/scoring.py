@@ -1,0 +1,66 @@
+"""Scoring during a run (loss and task metric per task) and the run's metric files.
+
+Files written under runs/<name>/metrics/: base.json (base model), phase-<k>.json (each phase's
+scores per evaluation view), R.csv / R_loss.csv for the primary view (R_<view>.csv for others)
+and summary.json with OP/BWT/FWT/forgetting for scores and for loss.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mcl.eval.evaluate import TaskEvaluator
+from mcl.io import atomic_path, write_json_atomic
+from mcl.train.metrics import cl_metrics
+
+
+class Scorer:
+    """One prepared TaskEvaluator per task of a run (tokenised once, reused after every phase)."""
+
+    def __init__(self, data, tokenizer, eval_spec, max_len: int):
+        self.names = [d.name for d in data]
+        self.generate = eval_spec.generate
+        self.evaluators = [
+            TaskEvaluator(tokenizer, d.task, eval_spec.split, eval_spec.batch_size, max_len, eval_spec.max_examples)
+            for d in data
+        ]
+
+    def score(self, model, i: int) -> dict:
+        """Loss and (when enabled) task metric of task i for the model as it is now."""
+        r = self.evaluators[i].evaluate(model, generate=self.generate)
+        return {k: r[k] for k in ("loss", "metric", "metric_name", "higher_is_better", "chance")}
+
+    def score_all(self, model) -> dict:
+        """Scores for every task, keyed by task name."""
+        return {name: self.score(model, i) for i, name in enumerate(self.names)}
+
+
+def _write_csv(df: pd.DataFrame, dest: Path) -> None:
+    with atomic_path(dest) as tmp:
+        df.to_csv(tmp)
+
+
+def write_metrics(run_dir: Path, tasks: list[str], n_phases: int, views: tuple[str, ...]) -> dict:
+    """Assemble R matrices and summary.json from the per-phase score files."""
+    mdir = run_dir / "metrics"
+    base = json.loads((mdir / "base.json").read_text())
+    phases = [json.loads((mdir / f"phase-{k}.json").read_text()) for k in range(n_phases)]
+    rows = ["+".join(p["tasks"]) for p in phases]
+    summary = {"tasks": tasks, "views": list(views), "primary_view": views[0]}
+    for view in views:
+        suffix = "" if view == views[0] else f"_{view}"
+        loss = np.array([[p["scores"][view][t]["loss"] for t in tasks] for p in phases])
+        _write_csv(pd.DataFrame(loss, index=rows, columns=tasks), mdir / f"R_loss{suffix}.csv")
+        base_loss = np.array([base[t]["loss"] for t in tasks])
+        summary[f"loss{suffix}"] = cl_metrics(loss, base_loss)  # raw nats: BWT > 0 means old losses rose
+        if all(p["scores"][view][t].get("metric") is not None for p in phases for t in tasks):
+            R = np.array([[p["scores"][view][t]["metric"] for t in tasks] for p in phases])
+            _write_csv(pd.DataFrame(R, index=rows, columns=tasks), mdir / f"R{suffix}.csv")
+            summary[f"score{suffix}"] = cl_metrics(R, np.array([base[t]["metric"] for t in tasks]))
+    summary["metric_names"] = {t: base[t].get("metric_name") for t in tasks}
+    write_json_atomic(mdir / "summary.json", summary)
+    return summary
