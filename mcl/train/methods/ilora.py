@@ -59,7 +59,8 @@ class ILoRA(ER):
 
     def setup(self, base_model, spec, seed):
         model = add_lora(base_model, spec, "fast", seed=seed)
-        add_lora(model, spec, "slow")
+        with torch.random.fork_rng(devices=[]):  # the global RNG stream stays as for a one-adapter method
+            add_lora(model, spec, "slow")
         copy_adapter(model, "fast", "slow")  # both learners start at the same point
         model.base_model.set_adapter("fast")
         freeze_adapter(model, "slow")
