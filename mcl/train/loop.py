@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from mcl.adapters import get_state, set_state
-from mcl.data import load_task
+from mcl.data import load_tasks
 from mcl.errors import MclError
 from mcl.io import atomic_path, write_json_atomic, write_text_atomic
 from mcl.train.config import RunConfig
@@ -85,7 +85,7 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
     if main:
         (run_dir / "tasks").mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    tasks = [load_task(t) for t in cfg.tasks]  # fail on a bad task before loading any model
+    tasks = load_tasks(cfg.tasks)  # fail on a bad task before loading any model ('mcl-suite' = all eight)
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
         raise MclError(f"task names must be unique within a run: {names}")
@@ -93,7 +93,7 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
     base, tokenizer = load_base(cfg.model)
     data: list[TaskData] = encode_tasks(tasks, tokenizer, cfg.train.max_len)
     method_cls = METHODS[cfg.method]
-    ctx = Context(model=None, tokenizer=tokenizer, accelerator=accelerator, config=cfg, tasks=cfg.tasks,
+    ctx = Context(model=None, tokenizer=tokenizer, accelerator=accelerator, config=cfg, tasks=names,
                   train_data=data, loss_fn=mean_ce)
     method = method_cls(ctx, **cfg.method_args)
     ctx.model = method.setup(base, cfg.lora, cfg.train.seed).to(accelerator.device)
@@ -106,7 +106,7 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
     state_dir = run_dir / "state"
     progress = json.loads((state_dir / "progress.json").read_text()) if (state_dir / "progress.json").is_file() else {}
     done = progress.get("phases_done", 0)
-    phases = method.phases(len(cfg.tasks))
+    phases = method.phases(len(names))
     for phase, task_ids in enumerate(phases):
         if phase < done:
             continue

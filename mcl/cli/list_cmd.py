@@ -1,0 +1,41 @@
+"""`mcl list`: every registered model, task, space, path, barrier metric, task metric and CL method."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _rows() -> dict[str, list[tuple[str, str]]]:
+    from mcl.analysis.barriers import BARRIER_METRICS
+    from mcl.data import SUITE
+    from mcl.eval.metrics import METRICS
+    from mcl.models import NAMED_MODELS
+    from mcl.paths import PATHS, SPACES
+    from mcl.train.methods import METHODS
+
+    def doc(obj) -> str:
+        return ((obj.__doc__ or "").strip().splitlines() or [""])[0]
+
+    return {
+        "models": [(m.name, m.description) for m in NAMED_MODELS.values()],
+        "tasks (mcl-suite)": [(name, f"{t.spec.metric}: {t.spec.description}") for name, t in SUITE.items()],
+        "interpolation spaces": [(n, doc(c)) for n, c in SPACES.items()],
+        "paths": [(n, f"{doc(c)} [{c.reference}]") for n, c in PATHS.items()],
+        "barrier metrics": [(n, m.description) for n, m in BARRIER_METRICS.items()],
+        "task metrics": [(n, m.description) for n, m in METRICS.items()],
+        "continual-learning methods": [(n, f"{c.title} [{c.reference}]") for n, c in METHODS.items()],
+    }
+
+
+def _list(args: argparse.Namespace) -> int:
+    for section, rows in _rows().items():
+        print(f"{section}:")
+        for name, text in rows:
+            print(f"  {name:16s} {text}")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register `mcl list`."""
+    p = sub.add_parser("list", help="list models, tasks, spaces, paths, metrics and methods")
+    p.set_defaults(func=_list)
