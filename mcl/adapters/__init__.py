@@ -1,10 +1,10 @@
 """LoRA state: wrap a base model, load/save PEFT dirs, compatibility checks, in-place apply."""
 
 from mcl.adapters.compat import check_compatible
-from mcl.adapters.io import AdapterState, adapter_hash, read_adapter, save_adapter, scaling, write_adapter_dir
+from mcl.adapters.io import AdapterState, read_adapter, save_adapter, scaling, write_adapter_dir
 from mcl.adapters.lora import ALL_LINEAR, LoraSpec, add_lora, get_state, lora_parameters, set_state
 
 __all__ = [
-    "ALL_LINEAR", "AdapterState", "LoraSpec", "add_lora", "adapter_hash", "check_compatible", "get_state",
+    "ALL_LINEAR", "AdapterState", "LoraSpec", "add_lora", "check_compatible", "get_state",
     "lora_parameters", "read_adapter", "save_adapter", "scaling", "set_state", "write_adapter_dir",
 ]

@@ -104,15 +104,6 @@ def save_adapter(model, out_dir: str | Path, adapter_name: str = "default", meta
     return out_dir
 
 
-def adapter_hash(state: AdapterState) -> str:
-    """Content hash of an adapter (sidecar hash when it matches the file, else the file's hash)."""
-    if state.path is None:
-        from mcl.io import sha256_json
-
-        return sha256_json({k: v.float().sum().item() for k, v in sorted(state.tensors.items())})
-    return sha256_file(Path(state.path) / WEIGHTS)
-
-
 def scaling(config: dict[str, Any], r: int | None = None) -> float:
     """LoRA scale s in ΔW = s·B·A for a config (rsLoRA aware)."""
     r = r or config["r"]

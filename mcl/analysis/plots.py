@@ -1,0 +1,152 @@
+"""Figures: path curves (one line per task), barrier-matrix heatmaps, plane contours; PNG and HTML.
+
+Static figures use matplotlib's object API (`Figure`, no pyplot, so no global backend state: the Agg
+canvas renders them); interactive ones use plotly and are written as self-contained HTML by default
+(these machines are offline; pass plotlyjs="cdn" for small files). Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from matplotlib.figure import Figure
+from plotly.subplots import make_subplots
+
+from mcl.analysis.matrix import BarrierMatrix
+from mcl.analysis.plane import Plane
+from mcl.io import atomic_path
+
+PathLike = str | os.PathLike
+
+
+def save_png(fig: Figure, dest: PathLike) -> None:
+    """Write a matplotlib figure as PNG atomically."""
+    with atomic_path(dest) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+
+
+def save_html(fig: go.Figure, dest: PathLike, plotlyjs: Any = True) -> None:
+    """Write a plotly figure as HTML atomically (plotly.js embedded unless plotlyjs='cdn')."""
+    with atomic_path(dest) as tmp:
+        fig.write_html(tmp, include_plotlyjs=plotlyjs)
+
+
+def _panels(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    panels = [("loss", "loss (nats / answer token)")]
+    if "metric" in frame and frame["metric"].notna().any():
+        panels.append(("metric", "metric"))
+    return panels
+
+
+def plot_path(frame: pd.DataFrame, png: PathLike | None = None, html: PathLike | None = None, title: str = "",
+              plotlyjs: Any = True) -> None:
+    """Loss (and metric, when present) along t for each task of a sweep frame."""
+    panels = _panels(frame)
+    names = {task: g["metric_name"].iloc[0] for task, g in frame.groupby("task", sort=False)}
+    if png:
+        fig = Figure(figsize=(5.5 * len(panels), 4), layout="constrained")
+        for k, (col, label) in enumerate(panels):
+            ax = fig.add_subplot(1, len(panels), k + 1)
+            for task, g in frame.groupby("task", sort=False):
+                g = g.sort_values("t")
+                ax.plot(g["t"], g[col], marker="o", ms=3, label=task if col == "loss" else f"{task} ({names[task]})")
+            ax.set_xlabel("t")
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        fig.suptitle(title)
+        save_png(fig, png)
+    if html:
+        fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[label for _, label in panels])
+        for k, (col, _) in enumerate(panels):
+            for n, (task, g) in enumerate(frame.groupby("task", sort=False)):
+                g = g.sort_values("t")
+                fig.add_trace(go.Scatter(x=g["t"], y=g[col], mode="lines+markers", name=task, legendgroup=task,
+                                         showlegend=k == 0, line={"color": _color(n)}), row=1, col=k + 1)
+            fig.update_xaxes(title_text="t", row=1, col=k + 1)
+        fig.update_layout(title=title, template="plotly_white")
+        save_html(fig, html, plotlyjs)
+
+
+def _color(n: int) -> str:
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+    return palette[n % len(palette)]
+
+
+def _grid_shape(n: int) -> tuple[int, int]:
+    cols = min(n, 4)
+    return math.ceil(n / cols), cols
+
+
+def plot_barrier_matrix(bm: BarrierMatrix, png: PathLike | None = None, html: PathLike | None = None,
+                        measure: str = "loss", metric: str = "max_minus_linear", plotlyjs: Any = True) -> None:
+    """One heatmap per task of a barrier metric over all checkpoint pairs."""
+    tasks = list(dict.fromkeys(bm.barriers["task"])) if len(bm.barriers) else []
+    rows, cols = _grid_shape(max(len(tasks), 1))
+    mats = {t: bm.matrix(t, measure, metric) for t in tasks}
+    if png:
+        fig = Figure(figsize=(3.4 * cols + 1, 3.0 * rows + 0.5), layout="constrained")
+        for k, (task, m) in enumerate(mats.items()):
+            ax = fig.add_subplot(rows, cols, k + 1)
+            im = ax.imshow(m.values, cmap="magma_r")
+            ax.set_xticks(range(len(m)), m.columns, rotation=60, fontsize=7, ha="right")
+            ax.set_yticks(range(len(m)), m.index, fontsize=7)
+            dark = m.values.min() + 0.6 * (m.values.max() - m.values.min())
+            for (i, j), v in np.ndenumerate(m.values):
+                ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize=7, color="white" if v > dark else "black")
+            ax.set_title(task, fontsize=9)
+            fig.colorbar(im, ax=ax, fraction=0.046)
+        fig.suptitle(f"{measure} barrier ({metric})")
+        save_png(fig, png)
+    if html:
+        fig = make_subplots(rows=rows, cols=cols, subplot_titles=tasks)
+        for k, (task, m) in enumerate(mats.items()):
+            fig.add_trace(go.Heatmap(z=m.values, x=list(m.columns), y=list(m.index), colorscale="Magma", reversescale=True,
+                                     text=np.round(m.values, 3), texttemplate="%{text}", showscale=k == 0),
+                          row=k // cols + 1, col=k % cols + 1)
+        fig.update_layout(title=f"{measure} barrier ({metric})", template="plotly_white")
+        save_html(fig, html, plotlyjs)
+
+
+def plot_plane(pl: Plane, png: PathLike | None = None, html: PathLike | None = None, measure: str = "loss",
+               plotlyjs: Any = True) -> None:
+    """Contours of a measure over the plane, one panel per task, with a, b, c and the drawn path."""
+    tasks = list(dict.fromkeys(pl.frame["task"]))
+    rows, cols = _grid_shape(len(tasks))
+    grids = {t: pl.frame[pl.frame.task == t].pivot_table(index="y", columns="x", values=measure) for t in tasks}
+    if png:
+        fig = Figure(figsize=(4.4 * cols, 3.8 * rows), layout="constrained")
+        for k, (task, z) in enumerate(grids.items()):
+            ax = fig.add_subplot(rows, cols, k + 1)
+            cs = ax.contourf(z.columns, z.index, z.values, levels=20, cmap="viridis")
+            ax.set_aspect("equal")
+            fig.colorbar(cs, ax=ax, fraction=0.046)
+            if pl.curve is not None:
+                ax.plot(pl.curve["x"], pl.curve["y"], color="white", lw=1.5)
+            for name, (x, y) in pl.anchors.items():
+                ax.plot(x, y, "o", color="white", mec="black")
+                ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), color="white")
+            ax.set_xlabel("along b − a")
+            ax.set_ylabel("towards c")
+            ax.set_title(f"{task} ({measure}, {pl.space})", fontsize=9)
+        save_png(fig, png)
+    if html:
+        fig = make_subplots(rows=rows, cols=cols, subplot_titles=tasks)
+        for k, (task, z) in enumerate(grids.items()):
+            r, c = k // cols + 1, k % cols + 1
+            fig.add_trace(go.Contour(x=list(z.columns), y=list(z.index), z=z.values, colorscale="Viridis",
+                                     showscale=k == 0, name=task), row=r, col=c)
+            if pl.curve is not None:
+                fig.add_trace(go.Scatter(x=pl.curve["x"], y=pl.curve["y"], mode="lines", line={"color": "white"},
+                                         name="path", showlegend=False), row=r, col=c)
+            xs, ys = zip(*pl.anchors.values())
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers+text", text=list(pl.anchors), textposition="top right",
+                                     marker={"color": "white", "line": {"color": "black", "width": 1}},
+                                     showlegend=False), row=r, col=c)
+        fig.update_layout(title=f"{measure} over the plane ({pl.space})", template="plotly_white")
+        save_html(fig, html, plotlyjs)

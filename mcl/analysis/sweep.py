@@ -1,0 +1,152 @@
+"""Sweeps: evaluate tasks at points of a path (or any set of adapter points), with an on-disk cache.
+
+`sweep(path, model, tasks, points)` binds the model once, applies each point in place and scores every
+task there, returning one DataFrame row per (t, task) with columns t, task, loss, metric, metric_name,
+higher_is_better, path, space, split, cached. `path_barriers(frame)` turns a sweep into barrier metrics.
+Tasks are `mcl.eval.TaskEvaluator`s (one split, prepared once); `evaluators(...)` builds them.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from mcl.adapters import AdapterState
+from mcl.analysis.barriers import barriers
+from mcl.analysis.cache import PointCache, model_fingerprint
+from mcl.errors import MclError
+from mcl.eval import TaskEvaluator
+from mcl.paths import Binding, InterpolationPath
+
+
+@dataclass
+class PointJob:
+    """One point to score: what identifies it (cache key part), how to build it, and its row columns."""
+
+    describe: dict[str, Any]
+    state: Callable[[], AdapterState]
+    row: dict[str, Any]
+
+
+def evaluators(tokenizer, tasks: Sequence, split: str = "eval", batch_size: int = 32, max_len: int = 256,
+               limit: int | None = None) -> list[TaskEvaluator]:
+    """One TaskEvaluator per task (Task objects, names or dirs) on `split`, first `limit` examples."""
+    from mcl.data.load import load_task
+
+    return [TaskEvaluator(tokenizer, t if hasattr(t, "spec") else load_task(t), split, batch_size, max_len, limit)
+            for t in tasks]
+
+
+def _task_description(task: TaskEvaluator) -> dict[str, Any]:
+    return {"data": task.loss_evaluator.data_hash, "task": task.task.hash, "split": task.split, "n": len(task.examples),
+            "max_len": task.max_len, "metric": task.metric.name, "max_new_tokens": task.task.spec.max_new_tokens}
+
+
+def _score(task: TaskEvaluator, model: torch.nn.Module, metric: bool) -> dict[str, Any]:
+    score = task.metric(task.predictions(model), [e.answer for e in task.examples]) if metric else None
+    return {"loss": task.loss_evaluator.loss(model), "metric": score, "metric_name": task.metric.name,
+            "higher_is_better": task.metric.higher_is_better}
+
+
+def _resolve_cache(cache: PointCache | bool | None) -> PointCache | None:
+    if cache is True:
+        return PointCache()
+    return cache or None
+
+
+def evaluate_points(
+    jobs: Sequence[PointJob],
+    bind: Callable[[], Binding],
+    model: torch.nn.Module,
+    tasks: Sequence[TaskEvaluator],
+    metric: bool = False,
+    cache: PointCache | bool | None = True,
+    progress: bool = True,
+    desc: str = "points",
+) -> pd.DataFrame:
+    """Score every task at every job's point; cached records are reused, the model is bound only if needed."""
+    cache = _resolve_cache(cache)
+    base = model_fingerprint(model) if cache else None
+    task_desc = [_task_description(t) for t in tasks]
+    rows, computed = [], 0
+    with ExitStack() as stack:
+        live: Binding | None = None
+        bar = tqdm(total=len(jobs) * len(tasks), desc=desc, disable=not progress)
+        stack.callback(bar.close)
+        for job in jobs:
+            applied = False
+            for task, tdesc in zip(tasks, task_desc):
+                key = PointCache.key({"base": base, "point": job.describe, "task": tdesc}) if cache else None
+                record = cache.get(key) if cache else None
+                hit = record is not None and (not metric or record.get("metric") is not None)
+                if not hit:
+                    if live is None:
+                        live = stack.enter_context(bind())
+                    if not applied:
+                        live.apply(job.state())
+                        applied = True
+                    record = _score(task, live.model, metric)
+                    if not np.isfinite(record["loss"]):
+                        raise MclError(f"non-finite loss on task {task.task.name} at {job.row}; check the adapters")
+                    computed += 1
+                    if cache:
+                        cache.put(key, record)
+                rows.append({**job.row, "task": task.task.name, **record, "metric": record["metric"] if metric else None,
+                             "split": task.split, "cached": hit})
+                bar.update()
+    frame = pd.DataFrame(rows)
+    frame.attrs.update(computed=computed, cached=len(rows) - computed)
+    return frame
+
+
+def t_grid(points: int | Sequence[float]) -> list[float]:
+    """`points` equally spaced t from 0 to 1 (at least 2), or the given t values checked to lie in [0, 1]."""
+    if isinstance(points, int):
+        if points < 2:
+            raise MclError(f"a sweep needs at least 2 points (t=0 and t=1), got {points}")
+        return [float(t) for t in np.linspace(0.0, 1.0, points)]
+    ts = [float(t) for t in points]
+    if not ts or any(not 0.0 <= t <= 1.0 for t in ts):
+        raise MclError("sweep points must lie in [0, 1]")
+    return ts
+
+
+def sweep(
+    path: InterpolationPath,
+    model: torch.nn.Module,
+    tasks: Sequence[TaskEvaluator],
+    points: int | Sequence[float] = 11,
+    metric: bool = False,
+    cache: PointCache | bool | None = True,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Loss (and with `metric`, the task metric from greedy generation) of every task along a path."""
+    spec = path.spec()
+    jobs = [PointJob({**spec, "t": round(t, 12)}, lambda t=t: path.point(t),
+                     {"t": t, "path": path.name, "space": path.space.name}) for t in t_grid(points)]
+    return evaluate_points(jobs, lambda: path.bind(model), model, tasks, metric, cache, progress,
+                           desc=f"sweep {path.name}/{path.space.name}")
+
+
+def path_barriers(frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Per task: its loss and metric curves and their barrier metrics (metric part None when not computed)."""
+    out = {}
+    for task, g in frame.groupby("task", sort=False):
+        g = g.sort_values("t")
+        has_metric = g["metric"].notna().all()
+        out[task] = {
+            "loss": g["loss"].tolist(),
+            "metric": g["metric"].tolist() if has_metric else None,
+            "metric_name": g["metric_name"].iloc[0],
+            "barrier": {
+                "loss": barriers(g["t"], g["loss"]),
+                "metric": barriers(g["t"], g["metric"], bool(g["higher_is_better"].iloc[0])) if has_metric else None,
+            },
+        }
+    return out

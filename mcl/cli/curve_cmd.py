@@ -1,0 +1,58 @@
+"""`mcl curve fit CKPT_A CKPT_B --data TASK ... --out DIR`: fit a low-loss Bezier/PolyChain curve between two adapters.
+
+The control points are trained on the tasks' train split (Garipov et al. 2018); the fit checkpoints
+into DIR and resumes from it; DIR ends up holding `control-<i>/` PEFT dirs and `curve.json` (last).
+Evaluate the result with `mcl-barrier CKPT_A CKPT_B --controls DIR`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mcl.cli.barrier_cmd import base_of, tasks_of
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from mcl.adapters import read_adapter
+    from mcl.analysis.objective import TaskObjective
+    from mcl.data.load import load_tasks
+    from mcl.models import load_base
+    from mcl.paths.fit import FitConfig, fit_curve
+
+    config = FitConfig(path=args.path, space=args.space, controls=args.controls, steps=args.steps, lr=args.lr,
+                       weight_decay=args.weight_decay, seed=args.seed, checkpoint_every=args.checkpoint_every)
+    a, b = read_adapter(args.a), read_adapter(args.b)
+    tasks = load_tasks(tasks_of([a, b], args.data))
+    model, tokenizer = load_base(base_of([a, b], args.base))
+    objective = TaskObjective(tokenizer, tasks, "train", args.batch_size, args.max_len, args.seed)
+    _, history = fit_curve(a, b, model, objective.loss, config, Path(args.out), progress=not args.quiet)
+    tail = history[-min(20, len(history)):]
+    print(f"fitted {args.path} ({args.space}, {args.controls} control point(s)) in {len(history)} steps; "
+          f"train loss over the last {len(tail)} steps: {sum(tail) / len(tail):.4f}")
+    print(f"wrote {args.out}/curve.json; evaluate with: mcl-barrier {args.a} {args.b} --controls {args.out}")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register `mcl curve fit`."""
+    p = sub.add_parser("curve", help="fit low-loss curves between adapters")
+    csub = p.add_subparsers(dest="curve_command", required=True)
+    f = csub.add_parser("fit", help="train the control points of a Bezier/PolyChain path (endpoints fixed)")
+    f.add_argument("a", metavar="CKPT_A")
+    f.add_argument("b", metavar="CKPT_B")
+    f.add_argument("--out", required=True, metavar="DIR", help="checkpoint and output dir (a rerun resumes)")
+    f.add_argument("--base", metavar="MODEL", help="base model; default: the adapters' base model")
+    f.add_argument("--data", nargs="+", metavar="TASK", help="tasks whose train data the curve is fitted on")
+    f.add_argument("--path", default="bezier", help="bezier | polychain (default bezier)")
+    f.add_argument("--space", default="factors", help="factors | delta (default factors)")
+    f.add_argument("--controls", type=int, default=1, help="number of control points (default 1)")
+    f.add_argument("--steps", type=int, default=200)
+    f.add_argument("--lr", type=float, default=1e-3)
+    f.add_argument("--weight-decay", type=float, default=0.0)
+    f.add_argument("--batch-size", type=int, default=8, help="examples per task per step (default 8)")
+    f.add_argument("--max-len", type=int, default=256)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--checkpoint-every", type=int, default=25)
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
+    f.set_defaults(func=_fit)

@@ -1,0 +1,56 @@
+"""`mcl plane A B C --out DIR`: loss over the plane through three adapters, with a path drawn on it.
+
+Writes DIR/plane.csv (one row per grid point and task), plane.png, plane.html and plane.json (last).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mcl.cli.barrier_cmd import add_eval_arguments, cache_arg, load_model_and_tasks, start_outputs, write_csv
+
+
+def _plane(args: argparse.Namespace) -> int:
+    from mcl.adapters import read_adapter
+    from mcl.analysis import plane, plot_plane
+    from mcl.io import write_json_atomic
+    from mcl.paths import get_space, make_path
+
+    a, b, c = (read_adapter(d) for d in (args.a, args.b, args.c))
+    space = get_space(args.space)
+    space.validate([a, b, c])
+    drawn = None
+    if args.draw:
+        drawn = make_path(args.draw, [a, b] if args.draw == "linear" else [a, c, b], space)
+    model, _, tasks = load_model_and_tasks(args, [a, b, c])
+    pl = plane(a, b, c, model, tasks, args.grid, args.margin, space, drawn, args.metric, cache_arg(args),
+               progress=not args.quiet)
+    summary = pl.frame.groupby("task")["loss"].agg(["min", "max"])
+    print(f"plane through {args.a}, {args.b}, {args.c} ({space.name} space, {args.grid}x{args.grid} grid)")
+    print(summary.to_string(float_format=lambda x: f"{x:.4f}"))
+    out = start_outputs(Path(args.out), "plane.json")
+    write_csv(pl.frame, out / "plane.csv")
+    plot_plane(pl, out / "plane.png", out / "plane.html")
+    write_json_atomic(out / "plane.json", {
+        "a": args.a, "b": args.b, "c": args.c, "space": space.name, "grid": args.grid, "margin": args.margin,
+        "anchors": pl.anchors, "drawn": args.draw, "split": args.split, "tasks": sorted(set(pl.frame.task)),
+        "curve": None if pl.curve is None else pl.curve.to_dict(orient="list"),
+    })
+    print(f"wrote {out}/plane.json, plane.csv, plane.png, plane.html")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register `mcl plane`."""
+    p = sub.add_parser("plane", help="loss over the plane through three adapters (Gram-Schmidt basis)")
+    p.add_argument("a", metavar="CKPT_A")
+    p.add_argument("b", metavar="CKPT_B")
+    p.add_argument("c", metavar="CKPT_C", help="third adapter, e.g. a fitted control point")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--space", default="factors", help="factors | delta | merged (default factors)")
+    p.add_argument("--grid", type=int, default=11, help="grid points per side (default 11)")
+    p.add_argument("--margin", type=float, default=0.2, help="extra room around the three points (fraction)")
+    p.add_argument("--draw", help="draw a path on the plane: linear (A→B) or bezier/polychain through C")
+    add_eval_arguments(p)
+    p.set_defaults(func=_plane)
