@@ -45,7 +45,6 @@ class EvalSpec:
     max_examples: int = 200
     batch_size: int = 32
     generate: bool = True
-    max_new_tokens: int = 48
 
 
 @dataclass
@@ -167,8 +166,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         _set_dotted(data, key, value)
     cfg = RunConfig()
     _update(cfg, data)
-    if isinstance(cfg.lora, dict):
-        cfg.lora = LoraSpec(**cfg.lora)
     validate(cfg)
     return cfg
 

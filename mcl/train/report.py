@@ -26,9 +26,10 @@ def read_run(run_dir: str | Path) -> dict:
 
 
 def run_label(run: dict) -> str:
-    """'method' or 'method/view' plus seed, for table rows."""
+    """Method, its non-default arguments and the seed, for table rows."""
     cfg = run["config"]
-    return f"{cfg['method']} (seed {cfg['train']['seed']})"
+    args = ", ".join(f"{k}={v}" for k, v in sorted(cfg.get("method_args", {}).items()))
+    return f"{cfg['method']}{f' ({args})' if args else ''} (seed {cfg['train']['seed']})"
 
 
 def summary_table(runs: list[dict], kind: str = "score") -> pd.DataFrame:

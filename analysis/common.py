@@ -1,0 +1,34 @@
+"""Shared helpers of the reproduction scripts: run `mcl train` configurations, a few at a time."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def train_run(config: str, overrides: list[str], threads: int = 1) -> str:
+    """Train (or resume, or reuse) one run via the CLI; return its run dir."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "mcl.cli.main", "train", str(ROOT / config), *overrides, "--quiet"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    if out.returncode:
+        raise RuntimeError(f"{' '.join(overrides)}: {(out.stderr.strip().splitlines() or ['?'])[-1]}")
+    run_dir = next(line[5:] for line in out.stdout.splitlines() if line.startswith("run: "))
+    print(f"done {' '.join(overrides)} -> {run_dir}", flush=True)
+    return run_dir
+
+
+def train_grid(config: str, grid: list[list[str]], jobs: int = 2, threads: int = 1) -> list[str]:
+    """Train every override list of `grid` (jobs at a time); run dirs in grid order."""
+    with ThreadPoolExecutor(jobs) as pool:
+        return list(pool.map(lambda over: train_run(config, over, threads), grid))
+
+
+def report(run_dirs: list[str], out: str) -> None:
+    """`mcl report` over run dirs into `out` (report.md, report.csv, heatmaps)."""
+    subprocess.run([sys.executable, "-m", "mcl.cli.main", "report", *run_dirs, "--out", out], check=True, cwd=ROOT)
