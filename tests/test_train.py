@@ -19,7 +19,7 @@ from mcl.errors import MclError
 from mcl.train.config import load_config
 from mcl.train.loop import _Stop, train
 from mcl.train.methods import METHODS
-from mcl.train.metrics import cl_metrics
+from mcl.train.metrics import cl_metrics, cl_metrics_loss
 
 WORDS = "red green blue cat dog fish one two three sun moon star".split()
 
@@ -102,6 +102,10 @@ def test_cl_metrics_match_hand_computation():
     assert m["FWT"] == pytest.approx(((0.1 - 0.2) + (0.3 - 0.25)) / 2)
     assert m["forgetting"] == pytest.approx(((0.8 - 0.4) + (0.9 - 0.6)) / 2)
     assert np.isnan(cl_metrics(R[-1:], base)["BWT"])
+    L = np.array([[0.5, 3.0], [2.0, 0.4]])
+    m = cl_metrics_loss(L, np.array([3.5, 3.2]))
+    assert m["OP"] == pytest.approx(1.2) and m["BWT"] == pytest.approx(1.5)
+    assert m["FWT"] == pytest.approx(3.0 - 3.2) and m["forgetting"] == pytest.approx(1.5)
 
 
 def test_ewc_penalty_zero_at_anchor_positive_away(setting, tmp_path):

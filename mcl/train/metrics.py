@@ -1,8 +1,9 @@
 """Continual-learning metrics from an R matrix (DESIGN.md §8).
 
 R[k, i] is the score on task i after training through phase k; b[i] the base model's score.
-The same formulas are applied to the loss matrix as it is (nats): there OP is the mean final
-loss and a positive BWT means old tasks' losses rose (forgetting), the opposite sign of scores.
+For a loss matrix (nats, lower is better) `cl_metrics_loss` mirrors them: OP is the mean final loss,
+BWT and FWT are loss differences (BWT > 0: old tasks' losses rose), forgetting_i = R[T,i] −
+min_{k<T} R[k,i] (> 0: forgotten).
 """
 
 from __future__ import annotations
@@ -26,3 +27,9 @@ def cl_metrics(R: np.ndarray, base: np.ndarray | None = None) -> dict[str, float
         out["FWT"] = float("nan")
     out["forgetting"] = float(np.mean([R[: T - 1, i].max() - R[T - 1, i] for i in range(T - 1)]))
     return out
+
+
+def cl_metrics_loss(L: np.ndarray, base: np.ndarray | None = None) -> dict[str, float]:
+    """OP, BWT, FWT and forgetting of a loss matrix (the score formulas applied to −loss, signs mirrored)."""
+    m = cl_metrics(-np.asarray(L, dtype=float), None if base is None else -np.asarray(base, dtype=float))
+    return {"OP": -m["OP"], "BWT": -m["BWT"], "FWT": -m["FWT"], "forgetting": m["forgetting"]}

@@ -15,7 +15,7 @@ import pandas as pd
 
 from mcl.eval.evaluate import TaskEvaluator
 from mcl.io import atomic_path, write_json_atomic
-from mcl.train.metrics import cl_metrics
+from mcl.train.metrics import cl_metrics, cl_metrics_loss
 
 
 class Scorer:
@@ -56,7 +56,7 @@ def write_metrics(run_dir: Path, tasks: list[str], n_phases: int, views: tuple[s
         loss = np.array([[p["scores"][view][t]["loss"] for t in tasks] for p in phases])
         _write_csv(pd.DataFrame(loss, index=rows, columns=tasks), mdir / f"R_loss{suffix}.csv")
         base_loss = np.array([base[t]["loss"] for t in tasks])
-        summary[f"loss{suffix}"] = cl_metrics(loss, base_loss)  # raw nats: BWT > 0 means old losses rose
+        summary[f"loss{suffix}"] = cl_metrics_loss(loss, base_loss)
         if all(p["scores"][view][t].get("metric") is not None for p in phases for t in tasks):
             R = np.array([[p["scores"][view][t]["metric"] for t in tasks] for p in phases])
             _write_csv(pd.DataFrame(R, index=rows, columns=tasks), mdir / f"R{suffix}.csv")

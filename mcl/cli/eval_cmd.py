@@ -1,0 +1,78 @@
+"""`mcl eval --model M [--adapter DIR] --tasks T ... [--split eval|test] [--out FILE.json]`: score a model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mcl.errors import MclError
+
+
+def load_model(model: str, adapter: str | None):
+    """(model, tokenizer): a base model by name/dir/hub id, with a PEFT adapter dir loaded on top."""
+    from mcl.models import load_base
+
+    base, tokenizer = load_base(model)
+    if adapter is None:
+        return base, tokenizer
+    from peft import PeftModel
+
+    if not (Path(adapter) / "adapter_config.json").is_file():
+        raise MclError(f"{adapter}: not a PEFT adapter dir (no adapter_config.json)")
+    try:
+        return PeftModel.from_pretrained(base, adapter).eval(), tokenizer
+    except (ValueError, RuntimeError, KeyError) as e:
+        raise MclError(f"{adapter}: cannot load adapter on {model}: {str(e).splitlines()[0]}") from None
+
+
+def format_table(rows: list[dict]) -> str:
+    """A plain-text table of evaluation results (task, n, loss, metric, chance)."""
+    lines = [f"{'task':<12} {'n':>5} {'loss':>8}  {'metric':<16} {'score':>6} {'chance':>6}"]
+    for r in rows:
+        score = "-" if r["metric"] is None else f"{r['metric']:.3f}"
+        lines.append(
+            f"{r['task']:<12} {r['n']:>5} {r['loss']:>8.4f}  {r['metric_name']:<16} {score:>6} {r['chance']:>6.3f}"
+        )
+    return "\n".join(lines)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from mcl.data.load import load_tasks
+    from mcl.eval.evaluate import evaluate_task
+    from mcl.io import write_json_atomic
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tasks = load_tasks(args.tasks)
+    model, tokenizer = load_model(args.model, args.adapter)
+    rows = []
+    for task in tasks:
+        rows.append(
+            evaluate_task(model, tokenizer, task, args.split, not args.no_generate, args.batch_size, args.max_len, args.limit)
+        )
+        print(f"{task.name}: done", file=sys.stderr, flush=True)
+    print(format_table(rows))
+    if args.out:
+        result = {"model": args.model, "adapter": args.adapter, "split": args.split, "max_len": args.max_len,
+                  "results": rows}
+        write_json_atomic(args.out, result)
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register `mcl eval`."""
+    p = sub.add_parser("eval", help="answer loss and task metric of a model (+ adapter) on tasks")
+    p.add_argument("--model", required=True, help="base model: named (tiny, smollm2), HF dir or hub id")
+    p.add_argument("--adapter", help="PEFT LoRA adapter dir to load on the base model")
+    p.add_argument("--tasks", nargs="+", default=["mcl-suite"], help="task dirs or built-in names (default: mcl-suite)")
+    p.add_argument("--split", default="eval", choices=["train", "eval", "test"])
+    p.add_argument("--out", help="write the results as JSON here")
+    p.add_argument("--no-generate", action="store_true", help="loss only (skip generation and the metric)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-len", type=int, default=256, help="tokens per example (prompts cut on the left)")
+    p.add_argument("--limit", type=int, help="first N examples of each split only")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.set_defaults(func=_eval)

@@ -1,0 +1,73 @@
+"""Batched greedy generation, evaluate_task and the `mcl eval` command."""
+
+import json
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from mcl.cli.main import main
+from mcl.data import load_task
+from mcl.eval import evaluate_task, greedy_generate
+
+PROMPTS = ["Ana has 4 apples.\nAnswer:", "def add(a, b):\n", "Target: bike lanes\nPost: Bike lanes should be expanded.\nStance:"]
+
+
+def _greedy_by_hand(model, tokenizer, prompt, max_new_tokens):
+    ids = [tokenizer.bos_token_id] + tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    out = []
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            nxt = model(input_ids=torch.tensor([ids + out])).logits[0, -1].argmax().item()
+            if nxt == tokenizer.eos_token_id:
+                break
+            out.append(nxt)
+    return tokenizer.decode(out, skip_special_tokens=True)
+
+
+def test_batched_left_padded_generation_matches_one_by_one(tiny_llama, tiny_tokenizer):
+    got = greedy_generate(tiny_llama, tiny_tokenizer, PROMPTS, max_new_tokens=6, batch_size=3)
+    assert got == [_greedy_by_hand(tiny_llama, tiny_tokenizer, p, 6) for p in PROMPTS]
+
+
+def test_generation_stops_at_eos(tiny_llama, tiny_tokenizer):
+    head = torch.nn.Linear(tiny_llama.config.hidden_size, tiny_llama.config.vocab_size)
+    with torch.no_grad():
+        head.weight.copy_(tiny_llama.lm_head.weight)
+        head.bias.zero_()
+        head.bias[tiny_tokenizer.eos_token_id] = 1e4  # eos always wins
+    tiny_llama.lm_head = head
+    assert greedy_generate(tiny_llama, tiny_tokenizer, PROMPTS, max_new_tokens=5) == ["", "", ""]
+
+
+@pytest.fixture
+def qa_task(write_task_dir):
+    rows = [{"prompt": p, "answer": "favor"} for p in PROMPTS]
+    return write_task_dir("qa", {"train": rows, "eval": rows}, spec={"metric": "accuracy", "max_new_tokens": 4})
+
+
+def test_evaluate_task_reports_loss_metric_and_chance(tiny_llama, tiny_tokenizer, qa_task):
+    r = evaluate_task(tiny_llama, tiny_tokenizer, load_task(qa_task), "eval")
+    assert set(r) >= {"task", "split", "n", "loss", "metric", "metric_name", "chance"}
+    assert r["n"] == 3 and r["metric_name"] == "accuracy" and r["loss"] > 0 and 0 <= r["metric"] <= 1
+    assert r["chance"] == 1.0  # every train answer is the reference
+    loss_only = evaluate_task(tiny_llama, tiny_tokenizer, load_task(qa_task), "eval", generate=False)
+    assert loss_only["metric"] is None and loss_only["loss"] == pytest.approx(r["loss"])
+
+
+def test_cli_eval_with_adapter_prints_table_and_writes_json(tiny_llama, tiny_tokenizer, qa_task, tmp_path, capsys):
+    base_dir, adapter_dir = tmp_path / "base", tmp_path / "adapter"
+    tiny_llama.save_pretrained(base_dir)
+    tiny_tokenizer.save_pretrained(base_dir)
+    peft = get_peft_model(tiny_llama, LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    peft.save_pretrained(adapter_dir)
+    out = tmp_path / "r.json"
+    argv = ["eval", "--model", str(base_dir), "--adapter", str(adapter_dir), "--tasks", str(qa_task), "--out", str(out)]
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert "qa" in table and "accuracy" in table
+    result = json.loads(out.read_text())
+    assert result["adapter"] == str(adapter_dir) and result["results"][0]["n"] == 3
+    assert main(["eval", "--model", str(base_dir), "--adapter", str(tmp_path), "--tasks", str(qa_task)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a PEFT adapter dir" in err[0]
