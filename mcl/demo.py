@@ -29,8 +29,9 @@ def _run(argv: list[str]) -> None:
 
 def _run_dir(config: str, overrides: list[str]) -> Path:
     from mcl.train.config import load_config
+    from mcl.train.loop import resolve_run_dir
 
-    return load_config(config, overrides).run_dir()
+    return resolve_run_dir(load_config(config, overrides))
 
 
 def main() -> None:

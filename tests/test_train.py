@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from mcl.cli.main import main
 from mcl.errors import MclError
 from mcl.train.config import load_config
-from mcl.train.loop import _Stop, train
+from mcl.train.loop import _Stop, resolve_run_dir, train
 from mcl.train.methods import METHODS
 from mcl.train.metrics import cl_metrics, cl_metrics_loss
 
@@ -180,7 +180,7 @@ def test_resume_after_kill_is_bit_identical(setting, tmp_path, method):
     cfg = _cfg(setting, tmp_path / "b", method, **kw)
     with pytest.raises(_Stop):
         train(cfg, progress_bar=False, stop_at=(0, 4))  # killed mid-task (first task, after step 4)
-    progress = json.loads((cfg.run_dir() / "state" / "progress.json").read_text())
+    progress = json.loads((resolve_run_dir(cfg) / "state" / "progress.json").read_text())
     assert progress == {"phase": 0, "step": 4, "phases_done": 0}
     resumed = train(cfg, progress_bar=False)
     a, b = _tensors(full), _tensors(resumed)

@@ -11,16 +11,16 @@ import os
 
 def _train(args: argparse.Namespace) -> int:
     from mcl.train.config import load_config
-    from mcl.train.loop import train
+    from mcl.train.loop import resolve_run_dir, train
 
     overrides = [o for o in args.overrides if o]
     config = args.config
     if config and "=" in config and not config.endswith((".yaml", ".yml")):
         config, overrides = None, [config, *overrides]
     cfg = load_config(config, overrides)
-    run_dir = cfg.run_dir()
-    if (run_dir / "state").exists() and not args.resume:
-        print(f"resuming {run_dir} (same config hash)")
+    run_dir = resolve_run_dir(cfg)
+    if (run_dir / "state").exists():
+        print(f"resuming {run_dir} (same config and data)")
     run_dir = train(cfg, progress_bar=not args.quiet)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
@@ -40,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Overrides: key=value or --key=value with dotted keys, e.g. train.lr=5e-4 method=er.")
     p.add_argument("config", nargs="?", help="YAML config (omit to use defaults + overrides)")
     p.add_argument("overrides", nargs="*", help="key=value overrides")
-    p.add_argument("--resume", action="store_true", help="continue the run with this config (the default when it exists)")
+    p.add_argument("--resume", action="store_true", help="accepted for clarity: a run with this config and data always resumes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 

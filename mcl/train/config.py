@@ -66,15 +66,15 @@ class RunConfig:
         """Plain nested dict."""
         return dataclasses.asdict(self)
 
-    def run_hash(self) -> str:
-        """Hash of everything that changes results (not where runs are written)."""
+    def run_hash(self, data_hashes: list[str]) -> str:
+        """Hash of everything that changes results: the config (not where runs go) and the task data."""
         d = self.to_dict()
         d.pop("runs_dir")
-        return sha256_json(d)[:8]
+        return sha256_json({"config": d, "data": data_hashes})[:8]
 
-    def run_dir(self) -> Path:
-        """Directory this run writes to."""
-        return Path(self.runs_dir) / f"{self.name}-{self.run_hash()}"
+    def run_dir(self, data_hashes: list[str]) -> Path:
+        """Directory this run writes to, given the content hashes of its tasks."""
+        return Path(self.runs_dir) / f"{self.name}-{self.run_hash(data_hashes)}"
 
 
 def _coerce(value: Any, target: Any, key: str) -> Any:

@@ -69,6 +69,11 @@ def _load_state(state_dir: Path, method, optimizer=None) -> dict[str, Any]:
     return json.loads((state_dir / "progress.json").read_text())
 
 
+def resolve_run_dir(cfg: RunConfig) -> Path:
+    """The directory a config's run uses (named by the config and its tasks' content hashes)."""
+    return cfg.run_dir([t.hash for t in load_tasks(cfg.tasks)])
+
+
 def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | None = None) -> Path:
     """Run (or resume) a continual-learning run; return its run directory.
 
@@ -79,13 +84,13 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
 
     from mcl.models import load_base
 
-    run_dir = cfg.run_dir()
+    tasks = load_tasks(cfg.tasks)  # fail on a bad task before loading any model ('mcl-suite' = all eight)
+    run_dir = cfg.run_dir([t.hash for t in tasks])
     accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, gradient_accumulation_steps=1)
     main = accelerator.is_main_process
     if main:
         (run_dir / "tasks").mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    tasks = load_tasks(cfg.tasks)  # fail on a bad task before loading any model ('mcl-suite' = all eight)
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
         raise MclError(f"task names must be unique within a run: {names}")
