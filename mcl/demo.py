@@ -5,7 +5,7 @@
 3. `seq` and `ilora` runs over the 8 tasks (a short budget) and their report (OP/BWT, R heatmaps);
 4. the loss barrier along the straight line between consecutive `seq` checkpoints (mcl-barrier,
    factor vs delta space) and the barrier matrix of the run.
-Outputs go to out/demo/. Set MCL_DEMO_STEPS to change the per-task budget (default 60).
+Outputs go to out/demo/. Set MCL_DEMO_STEPS to change the per-task budget (default 40).
 """
 
 from __future__ import annotations
@@ -37,14 +37,14 @@ def _run_dir(config: str, overrides: list[str]) -> Path:
 def main() -> None:
     """Run the demo steps; each prints what it measured."""
     t0 = time.time()
-    steps = os.environ.get("MCL_DEMO_STEPS", "60")
+    steps = os.environ.get("MCL_DEMO_STEPS", "40")
     OUT.mkdir(parents=True, exist_ok=True)
     print("== 1. tiny model (shipped weights, pretrained offline on Python stdlib text)")
     _run(["models", "info", "tiny", "--heldout"])
     print("\n== 2. the offline suite and the base model's scores (eval split, 50 examples per task)")
     _run(["eval", "--model", "tiny", "--tasks", "mcl-suite", "--limit", "50", "--out", str(OUT / "base_scores.json")])
     print(f"\n== 3. continual LoRA over 8 tasks: seq vs ilora ({steps} steps per task)")
-    common = [f"train.steps_per_task={steps}", "eval.max_examples=50", "--quiet"]
+    common = [f"train.steps_per_task={steps}", "eval.max_examples=40", "--quiet"]
     runs = []
     for config in ("configs/tiny-suite-seq.yaml", "configs/tiny-suite-ilora.yaml"):
         _run(["train", config, *common])
