@@ -6,6 +6,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from typing import Callable
 
 from mcl.errors import MclError
@@ -20,6 +21,7 @@ def run_cli(build: Callable[[], argparse.ArgumentParser], argv: list[str] | None
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # keep stderr to mcl's own progress and one-line errors
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)  # peft vs transformers 5
     try:
         return int(args.func(args) or 0)
     except MclError as e:
