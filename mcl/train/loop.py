@@ -85,15 +85,15 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
     from mcl.models import load_base
 
     tasks = load_tasks(cfg.tasks)  # fail on a bad task before loading any model ('mcl-suite' = all eight)
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names):
+        raise MclError(f"task names must be unique within a run: {names}")
     run_dir = cfg.run_dir([t.hash for t in tasks])
     accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, gradient_accumulation_steps=1)
     main = accelerator.is_main_process
     if main:
         (run_dir / "tasks").mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    names = [t.name for t in tasks]
-    if len(set(names)) != len(names):
-        raise MclError(f"task names must be unique within a run: {names}")
     set_seed(cfg.train.seed)
     base, tokenizer = load_base(cfg.model)
     data: list[TaskData] = encode_tasks(tasks, tokenizer, cfg.train.max_len)
