@@ -5,7 +5,7 @@ line in factor space and in delta space, scoring the old task k and the new task
 task metric), and record: the loss barriers (claim 1: low-loss linear connectivity) and the best
 interior trade-off, i.e. the t that maximises the mean metric of the two tasks (claim 2).
 Writes results/mode_connectivity.{md,csv} and figures/mode_connectivity.png.
-    python analysis/mode_connectivity.py RUN_DIR [--points 11] [--limit 100] [--learner slow]
+    python analysis/mode_connectivity.py RUN_DIR [--points 11] [--limit 100] [--learner slow] [--pairs N]
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--learner", default=None, help="I-LoRA runs: slow or fast")
     p.add_argument("--spaces", nargs="+", default=["factors", "delta"])
+    p.add_argument("--pairs", type=int, default=None, help="only the first N consecutive pairs")
     p.add_argument("--out", default=str(ROOT / "results" / "mode_connectivity"))
     p.add_argument("--figure", default=str(ROOT / "figures" / "mode_connectivity.png"))
     a = p.parse_args()
@@ -50,7 +51,7 @@ def main() -> None:
     model, tok = load_base(cfg["model"])
     ckpts = checkpoints(run_dir, a.learner)
     frames, rows = [], []
-    for k in range(len(ckpts) - 1):
+    for k in range(min(len(ckpts) - 1, a.pairs or len(ckpts))):
         (old, da), (new, db) = ckpts[k], ckpts[k + 1]
         tasks = evaluators(tok, [old, new], "eval", 50, cfg["train"]["max_len"], a.limit)
         A, B = read_adapter(da), read_adapter(db)
