@@ -36,11 +36,11 @@ class PointJob:
 
 def evaluators(tokenizer, tasks: Sequence, split: str = "eval", batch_size: int = 32, max_len: int = 256,
                limit: int | None = None) -> list[TaskEvaluator]:
-    """One TaskEvaluator per task (Task objects, names or dirs) on `split`, first `limit` examples."""
-    from mcl.data.load import load_task
+    """One TaskEvaluator per task (Task objects, names, dirs; `mcl-suite` = all eight) on `split`, first `limit`."""
+    from mcl.data.load import load_tasks
 
-    return [TaskEvaluator(tokenizer, t if hasattr(t, "spec") else load_task(t), split, batch_size, max_len, limit)
-            for t in tasks]
+    loaded = [x for t in tasks for x in ([t] if hasattr(t, "spec") else load_tasks([t]))]
+    return [TaskEvaluator(tokenizer, t, split, batch_size, max_len, limit) for t in loaded]
 
 
 def _task_description(task: TaskEvaluator) -> dict[str, Any]:
