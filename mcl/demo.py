@@ -3,8 +3,8 @@
 1. the shipped tiny model: held-out loss vs the uniform loss;
 2. the offline 8-task suite and the base model's scores on it;
 3. `seq` and `ilora` runs over the 8 tasks (a short budget) and their report (OP/BWT, R heatmaps);
-4. the loss barrier along the straight line between consecutive `seq` checkpoints (mcl-barrier,
-   factor vs delta space) and the barrier matrix of the run.
+4. the loss along the straight line between the first two `seq` checkpoints (mcl-barrier, factor vs
+   delta space); `mcl barrier-matrix RUN_DIR` does all pairs (slower: 28 pairs for 8 tasks).
 Outputs go to out/demo/. Set MCL_DEMO_STEPS to change the per-task budget (default 40).
 """
 
@@ -60,10 +60,9 @@ def main() -> None:
         print(f"\n$ mcl-barrier {' '.join(argv)}", flush=True)
         if barrier(argv) != 0:
             sys.exit("demo step failed: mcl-barrier")
-    _run(["barrier-matrix", runs[0], "--points", "4", "--limit", "50", "--quiet", "--out", str(OUT / "barrier-matrix")])
     summary = json.loads((OUT / "barrier-factors" / "barrier.json").read_text())
     print(f"\ndemo finished in {time.time() - t0:.0f} s; outputs in {OUT}/ "
-          f"(report/report.md, barrier-*/path.png, barrier-matrix/); tasks swept: {', '.join(summary['tasks'])}")
+          f"(report/report.md, barrier-*/path.png); tasks swept: {', '.join(summary['tasks'])}")
 
 
 if __name__ == "__main__":
