@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from mcl.adapters import AdapterState, add_lora, get_state, lora_parameters, save_adapter, set_state
+from mcl.adapters import AdapterState, add_lora, lora_parameters, save_adapter, set_state
 from mcl.errors import MclError
 from mcl.paths import Linear
 from mcl.train.losses import answer_ce
@@ -78,8 +78,9 @@ class ILoRA(ER):
         peft = self.ctx.peft
         lam = self.current_lambda()
         cfg = peft.peft_config["slow"].to_dict()
-        slow = AdapterState(config=cfg, tensors=get_state(peft, "slow"))
-        fast = AdapterState(config=cfg, tensors=get_state(peft, "fast"))
+        # live tensors, no copies: point() builds new tensors before set_state writes into slow
+        slow = AdapterState(config=cfg, tensors={k: p.detach() for k, p in self._slow_params.items()})
+        fast = AdapterState(config=cfg, tensors={k: p.detach() for k, p in lora_parameters(peft, "fast").items()})
         point = Linear(slow, fast, space=self.args["space"]).point(1.0 - lam)
         set_state(peft, point.tensors, "slow", params=self._slow_params)
         self.updates += 1
