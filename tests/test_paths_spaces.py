@@ -172,3 +172,16 @@ def test_unknown_names_and_bad_node_counts(ab):
         Linear(a, a, b)
     with pytest.raises(ValueError):
         Linear(a, b).point(1.5)
+
+
+@pytest.mark.parametrize("space", ["factors", "delta", "merged"])
+def test_combined_points_keep_the_nodes_base_model_id(ab, space):
+    """A point built from adapters whose sidecar names the base ('tiny') can join a path with them."""
+    import dataclasses
+
+    a, b = (dataclasses.replace(x, meta={**x.meta, "base_model": "tiny"}) for x in ab)
+    assert a.base_model != a.config.get("base_model_name_or_path")
+    mid = get_space(space).node_on_line(a, b, 0.5)
+    assert mid.base_model == "tiny"
+    if space != "merged":
+        Bezier.on_line(a, b, 1, space=space)  # validates a, control, b together; raised before the fix

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -90,6 +90,11 @@ class Space:
 SPACES: dict[str, type[Space]] = {}
 
 
+def _base_meta(nodes: Sequence[AdapterState]) -> dict[str, Any]:
+    """The sidecar fields a combined point inherits: the nodes' base model id (they share it, validated)."""
+    return {"base_model": nodes[0].base_model} if nodes[0].base_model else {}
+
+
 def register_space(cls: type[Space]) -> type[Space]:
     """Class decorator adding a space to SPACES under its name."""
     SPACES[cls.name] = cls
@@ -145,7 +150,7 @@ class FactorSpace(Space):
         """Σ wᵢ·tensorsᵢ key by key (zero weights skipped)."""
         used = [(w, n) for w, n in zip(weights, nodes) if w != 0]
         tensors = {k: sum(w * n.tensors[k] for w, n in used) for k in nodes[0].tensors}
-        return AdapterState(dict(nodes[0].config), tensors)
+        return AdapterState(dict(nodes[0].config), tensors, meta=_base_meta(nodes))
 
     def bind(self, model: torch.nn.Module, point: AdapterState) -> Binding:
         """A live adapter with the nodes' configuration."""
@@ -184,7 +189,7 @@ class DeltaSpace(Space):
             tensors[term.b_key] = torch.cat(
                 [(w * module_scale(n, t)) * n.tensors[t.b_key] for w, (n, t) in zip(weights, parts)], dim=1)
             ranks[term.relative_module] = tensors[term.a_key].shape[0]
-        return AdapterState(_rank_config(nodes[0].config, ranks), tensors)
+        return AdapterState(_rank_config(nodes[0].config, ranks), tensors, meta=_base_meta(nodes))
 
     def bind(self, model: torch.nn.Module, point: AdapterState) -> Binding:
         """A live adapter of the concatenated rank with scale 1."""
@@ -227,7 +232,7 @@ class MergedSpace(Space):
         for i, term in enumerate(node_terms[0]):
             parts = [(w, n, terms[i]) for w, n, terms in zip(weights, nodes, node_terms) if w != 0]
             tensors[term.module + ".weight"] = sum(w * delta_weight(n, t) for w, n, t in parts)
-        return AdapterState(dict(nodes[0].config), tensors, meta={"space": self.name})
+        return AdapterState(dict(nodes[0].config), tensors, meta={**_base_meta(nodes), "space": self.name})
 
     def node_on_line(self, a: AdapterState, b: AdapterState, s: float) -> AdapterState:
         """The rank-concatenated adapter of ΔW = (1−s)·ΔW_a + s·ΔW_b (points here are not adapters)."""
