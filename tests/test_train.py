@@ -265,3 +265,17 @@ def test_torchrun_two_processes_seq(setting, tmp_path):
     run_dir = next((tmp_path / "runs").glob("run-*"))
     assert len(_adapter_dirs(run_dir)) == 2
     assert (run_dir / "metrics" / "summary.json").is_file()
+
+
+def test_resolved_method_args_are_pinned_and_a_changed_default_is_refused(setting, tmp_path, monkeypatch):
+    """method.json records the arguments with defaults; resuming after a default changed is a one-line error."""
+    from mcl.train.methods.er import ER
+
+    cfg = _cfg(setting, tmp_path, "er", tasks=setting["tasks"][:1])
+    run_dir = train(cfg, progress_bar=False)
+    pinned = json.loads((run_dir / "method.json").read_text())
+    assert pinned == {"method": "er", "args": ER.defaults}
+    assert train(cfg, progress_bar=False) == run_dir  # same defaults: the finished run is reused
+    monkeypatch.setattr(ER, "defaults", {**ER.defaults, "buffer_size": ER.defaults["buffer_size"] + 1})
+    with pytest.raises(MclError, match="buffer_size.*defaults changed"):
+        train(cfg, progress_bar=False)
