@@ -69,8 +69,11 @@ def _load_state(state_dir: Path, method, optimizer=None) -> dict[str, Any]:
     return json.loads((state_dir / "progress.json").read_text())
 
 
-def _pin_method_args(run_dir: Path, method: str, args: dict[str, Any]) -> None:
-    """Record the method's resolved arguments (defaults included); refuse to resume under different ones."""
+def _pin_method_args(run_dir: Path, method: str, args: dict[str, Any], write: bool) -> None:
+    """Record the method's resolved arguments (defaults included); refuse to resume under different ones.
+
+    Every process checks (so all of them stop together under torchrun); only `write` (the main one) writes.
+    """
     pinned = {"method": method, "args": json.loads(json.dumps(args))}
     path = run_dir / "method.json"
     if path.is_file():
@@ -80,7 +83,7 @@ def _pin_method_args(run_dir: Path, method: str, args: dict[str, Any]) -> None:
                              if before["args"].get(k) != pinned["args"].get(k))
             raise MclError(f"{run_dir} was started with other {method} arguments ({', '.join(changed)}; "
                            f"defaults changed?): set them explicitly in method_args or change `name`")
-    else:
+    elif write:
         write_json_atomic(path, pinned)
 
 
@@ -116,8 +119,7 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
     ctx = Context(model=None, tokenizer=tokenizer, accelerator=accelerator, config=cfg, tasks=names,
                   train_data=data, loss_fn=mean_ce)
     method = method_cls(ctx, **cfg.method_args)
-    if main:
-        _pin_method_args(run_dir, cfg.method, method.args)
+    _pin_method_args(run_dir, cfg.method, method.args, write=main)
     ctx.model = method.setup(base, cfg.lora, cfg.train.seed).to(accelerator.device)
     scorer = Scorer(data, tokenizer, cfg.eval, cfg.train.max_len)
     if main and not (run_dir / "metrics" / "base.json").is_file():
