@@ -1,4 +1,9 @@
-"""Atomic file and directory writes, content hashing and the on-disk cache root."""
+"""Atomic file and directory writes, output-path checks, content hashing and the on-disk cache root.
+
+Outputs go only to regular files or directories: `check_output` refuses anything else (a device
+node, a symlink, a file where a dir is expected, a path through a file, an unwritable place) before
+any work starts, and `atomic_path` never renames over such a thing.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +16,65 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from mcl.errors import MclError
+
 
 def cache_root() -> Path:
     """Root of mcl's cache (models, built data): $MCL_CACHE or ~/.cache/mcl."""
     return Path(os.environ.get("MCL_CACHE", Path.home() / ".cache" / "mcl")).expanduser()
 
 
+def check_name(name: object, what: str) -> str:
+    """A name that becomes one path component (run, task): no separators, NUL, control chars or leading dot."""
+    if (not isinstance(name, str) or not name or len(name) > 128 or name.startswith(".")
+            or any(c in name for c in "/\\") or any(ord(c) < 32 for c in name)):
+        raise MclError(f"{what} {name!r} is not a safe name: one path component, no '/' or '\\', no leading dot")
+    return name
+
+
+def _refuse_special(dest: Path, kind: str | None) -> None:
+    """MclError unless `dest` is absent, a regular file or a real dir (matching `kind` when given)."""
+    if dest.is_symlink():
+        raise MclError(f"{dest} is a symlink; mcl writes only to regular files and directories (remove it or pick another path)")
+    if not dest.exists():
+        return
+    if not (dest.is_file() or dest.is_dir()):
+        raise MclError(f"{dest} is not a regular file or directory (device, pipe or socket); refusing to write there")
+    if kind == "dir" and not dest.is_dir():
+        raise MclError(f"{dest} exists and is a file; expected a directory")
+    if kind == "file" and dest.is_dir():
+        raise MclError(f"{dest} is a directory; expected a file path")
+
+
+def check_output(path: str | os.PathLike, kind: str = "dir") -> Path:
+    """Refuse an output path (before any work) that mcl could not or should not write; return it.
+
+    `kind` is "dir" or "file". The path must be absent, or a real dir / regular file of that kind; the
+    nearest existing ancestor must be a directory in which a file can be created (probed, then removed).
+    """
+    dest = Path(path).expanduser()
+    if str(path) == "":
+        raise MclError("empty output path")
+    _refuse_special(dest, kind)
+    probe_dir = dest if dest.is_dir() else dest.parent
+    while not probe_dir.exists() and not probe_dir.is_symlink():
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise MclError(f"cannot write {dest}: {probe_dir} is not a directory")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".mcl-write-probe.", dir=probe_dir)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise MclError(f"cannot write {dest}: {e.strerror or e} in {probe_dir}") from None
+    return dest
+
+
 @contextmanager
 def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside `dest`; on success rename it onto `dest` (file or dir)."""
     dest = Path(dest)
+    _refuse_special(dest, None)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix + ".tmp", dir=dest.parent)
     os.close(fd)
@@ -28,6 +82,7 @@ def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        _refuse_special(dest, "dir" if tmp.is_dir() else "file")
         if dest.is_dir() and tmp.is_dir():
             old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
             os.replace(dest, old)

@@ -31,7 +31,7 @@ def test_slow_update_is_exactly_the_interpolation_and_leaves_fast_alone(setting)
     with torch.no_grad():  # make the learners differ, as after a gradient step
         for p in lora_parameters(peft, "fast").values():
             p.add_(torch.randn_like(p) * 0.1)
-    method.updates = 50  # past the warm-up: λ_k = λ
+    method.steps = 50  # past the warm-up: λ_k = λ
     slow0, fast0 = get_state(peft, "slow"), get_state(peft, "fast")
     method.update_slow()
     slow1, fast1 = get_state(peft, "slow"), get_state(peft, "fast")
@@ -47,12 +47,26 @@ def test_slow_update_is_exactly_the_interpolation_and_leaves_fast_alone(setting)
 def test_warmup_lambda_follows_cls_er(setting):
     method, _ = _method(setting, ema_lambda=0.99)
     lams = []
-    for k in range(4):
-        method.updates = k
+    for k in range(1, 5):  # optimizer steps, counted from 1 as in CLS-ER
+        method.steps = k
         lams.append(method.current_lambda())
-    assert lams == [0.0, 0.5, pytest.approx(2 / 3), 0.75]
-    method.updates = 10_000
+    assert lams == [0.5, pytest.approx(2 / 3), 0.75, 0.8]
+    method.steps = 10_000
     assert method.current_lambda() == 0.99
+
+
+def test_warmup_counts_optimizer_steps_not_updates(setting):
+    """With update_prob < 1 the warm-up still ends after ~1/(1-λ) optimizer steps (CLS-ER), not updates."""
+    method, _ = _method(setting, ema_lambda=0.9, update_prob=0.1)
+    seen = []
+    orig = method.update_slow
+    method.update_slow = lambda: (seen.append(method.current_lambda()), orig())
+    batch = {"examples": [], "task": []}
+    for step in range(200):
+        method.after_step(batch, [0], step)
+    assert method.steps == 200
+    assert 5 <= len(seen) <= 40  # ~10% of the steps updated the slow learner
+    assert all(lam == 0.9 for lam in seen[1:])  # past step 10, every update uses λ itself
 
 
 def test_one_base_model_in_memory(setting):

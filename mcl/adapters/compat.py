@@ -7,6 +7,7 @@ Each check is one entry in CHECKS: (field name, function returning a mismatch de
 
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 from mcl.adapters.io import AdapterState
@@ -46,8 +47,11 @@ def _cfg_field(name: str) -> Callable[[AdapterState, AdapterState], str | None]:
 
 
 def _base(a: AdapterState, b: AdapterState) -> str | None:
-    if a.base_model and b.base_model and a.base_model != b.base_model:
-        return f"{a.base_model!r} vs {b.base_model!r}"
+    from mcl.models import model_identity
+
+    if a.base_model and b.base_model and model_identity(a.base_model) != model_identity(b.base_model):
+        return (f"{a.base_model!r} vs {b.base_model!r} (different models; if they are the same model, "
+                "pass --base MODEL to evaluate both on it)")
     ra, rb = a.config.get("revision"), b.config.get("revision")
     return f"revision {ra!r} vs {rb!r}" if ra and rb and ra != rb else None
 
@@ -93,10 +97,31 @@ CHECKS: dict[str, list] = {
 }
 
 
+LORA_FACTOR = re.compile(r"\.lora_(A|B)\.weight$|\.lora_magnitude_vector$")
+
+
+def check_plain_lora(state: AdapterState) -> None:
+    """MclError when an adapter holds tensors other than LoRA A/B factors (and DoRA magnitudes) of linear layers.
+
+    PEFT also saves LoRA on embeddings (`lora_embedding_A/B`, plus `embed_tokens.base_layer.weight`) and
+    full copies of `modules_to_save`; mcl's paths interpolate only linear-layer LoRA factors.
+    """
+    other = sorted(k for k in state.tensors if not LORA_FACTOR.search(k))
+    if state.config.get("modules_to_save") or any("modules_to_save" in k for k in other):
+        raise MclError(f"{state.label}: adapter has modules_to_save {state.config.get('modules_to_save')} (full trained "
+                       "copies of layers); mcl interpolates LoRA factors of linear layers only")
+    if other:
+        kind = "LoRA on an embedding layer" if any("lora_embedding" in k or "embed" in k for k in other) else "non-LoRA tensors"
+        raise MclError(f"{state.label}: adapter holds {kind} ({len(other)} tensor(s), e.g. {other[0]}); mcl "
+                       "interpolates LoRA factors of linear layers only: retrain without those targets")
+
+
 def check_compatible(a: AdapterState, b: AdapterState, space: str = "factors") -> None:
     """Raise a one-line MclError naming the first field in which `a` and `b` are incompatible."""
     if space not in CHECKS:
         raise MclError(f"unknown interpolation space {space!r}; choose from {', '.join(CHECKS)}")
+    check_plain_lora(a)
+    check_plain_lora(b)
     for name, check in CHECKS[space]:
         problem = check(a, b)
         if problem:

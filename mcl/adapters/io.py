@@ -46,6 +46,47 @@ class AdapterState:
         return self.path or "adapter"
 
 
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object from a UTF-8 file; a one-line MclError when it is unreadable, malformed or not an object."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise MclError(f"{path}: {what} is not UTF-8 text") from None
+    except json.JSONDecodeError as e:
+        raise MclError(f"{path}: malformed JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(obj, dict):
+        raise MclError(f"{path}: {what} must be a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _check_config(config: dict[str, Any], where: Path) -> None:
+    """Types of the LoRA config fields mcl reads (r, lora_alpha, target_modules, patterns, base model)."""
+    r = config.get("r", 8)
+    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+        raise MclError(f"{where}: r must be a positive integer, got {r!r}")
+    alpha = config.get("lora_alpha", r)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
+        raise MclError(f"{where}: lora_alpha must be a number, got {alpha!r}")
+    targets = config.get("target_modules")
+    if targets is not None and not isinstance(targets, str) and not (
+            isinstance(targets, list) and all(isinstance(t, str) for t in targets)):
+        raise MclError(f"{where}: target_modules must be a string or a list of strings, got {targets!r}")
+    for key in ("rank_pattern", "alpha_pattern"):
+        if config.get(key) is not None and not isinstance(config[key], dict):
+            raise MclError(f"{where}: {key} must be a mapping, got {type(config[key]).__name__}")
+    for key in ("base_model_name_or_path", "revision"):
+        if config.get(key) is not None and not isinstance(config[key], str):
+            raise MclError(f"{where}: {key} must be a string, got {config[key]!r}")
+
+
+def _check_sidecar(meta: dict[str, Any], where: Path) -> None:
+    """The sidecar fields mcl reads are strings when present."""
+    for key in ("base_model", "task", "learner", "method"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            raise MclError(f"{where}: {key} must be a string, got {meta[key]!r} (the sidecar is optional: "
+                           "fix or delete it)")
+
+
 def read_adapter(path: str | Path, check_finite: bool = True) -> AdapterState:
     """Load a PEFT LoRA dir into an AdapterState; every failure is a one-line MclError."""
     path = Path(path)
@@ -56,12 +97,10 @@ def read_adapter(path: str | Path, check_finite: bool = True) -> AdapterState:
     cfg_file = path / CONFIG
     if not cfg_file.is_file():
         raise MclError(f"{path} has no {CONFIG}: not a PEFT adapter dir")
-    try:
-        config = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as e:
-        raise MclError(f"{cfg_file}: malformed JSON ({e.msg} at line {e.lineno})") from None
+    config = read_json_object(cfg_file, "the adapter config")
     if config.get("peft_type", "LORA") != "LORA":
         raise MclError(f"{cfg_file}: peft_type is {config.get('peft_type')!r}; mcl reads LoRA adapters only")
+    _check_config(config, cfg_file)
     weights = path / WEIGHTS
     if not weights.is_file():
         hint = " (adapter_model.bin is a pickle; mcl reads safetensors only)" if (path / "adapter_model.bin").exists() else ""
@@ -78,10 +117,8 @@ def read_adapter(path: str | Path, check_finite: bool = True) -> AdapterState:
                 raise MclError(f"{weights}: tensor {k} contains NaN or Inf")
     meta = {}
     if (path / SIDECAR).is_file():
-        try:
-            meta = json.loads((path / SIDECAR).read_text())
-        except json.JSONDecodeError:
-            meta = {}
+        meta = read_json_object(path / SIDECAR, "the mcl sidecar")
+        _check_sidecar(meta, path / SIDECAR)
     return AdapterState(config=config, tensors=tensors, path=str(path), meta=meta)
 
 

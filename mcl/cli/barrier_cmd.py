@@ -37,6 +37,42 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+MAX_POINTS = 1001
+
+
+def check_eval_args(args: argparse.Namespace, out_kind: str | None = "dir") -> None:
+    """Refuse bad shared flags and an unwritable or non-directory --out before any work starts."""
+    from mcl.eval.evaluate import check_eval_settings
+    from mcl.io import check_output
+
+    check_eval_settings(args.batch_size, args.max_len, args.limit)
+    points = getattr(args, "points", None)
+    if isinstance(points, int) and not 2 <= points <= MAX_POINTS:
+        raise MclError(f"--points: a sweep needs at least 2 points and at most {MAX_POINTS}, got {points}")
+    if args.base is not None:
+        check_model_arg(args.base)
+    if out_kind and getattr(args, "out", None):
+        check_output(args.out, out_kind)
+
+
+def check_model_arg(name: str) -> None:
+    """A --base that names a local path must be an existing model dir (hub ids and names are checked on load)."""
+    from mcl.models import NAMED_MODELS
+
+    if not name:
+        raise MclError("--base is empty")
+    p = Path(name).expanduser()
+    if name not in NAMED_MODELS and p.exists() and not (p / "config.json").is_file():
+        raise MclError(f"--base {name}: not a model dir (no config.json)")
+
+
+def apply_base_override(states: Sequence[AdapterState], base: str | None) -> None:
+    """With --base, the adapters are taken to sit on that model: their recorded base ids are not compared."""
+    if base:
+        for s in states:
+            s.meta["base_model"] = base
+
+
 def base_of(states: Sequence[AdapterState], override: str | None) -> str:
     """The base model to load: `--base`, else the one the checkpoints name."""
     if override:
@@ -97,7 +133,9 @@ def read_nodes(args: argparse.Namespace) -> tuple[AdapterState, list[AdapterStat
     if len(dirs) == 1 and (Path(dirs[0]) / CURVE_FILE).is_file():
         curve = read_curve(dirs[0])
         dirs = curve["controls"]
-    return a, [read_adapter(d) for d in dirs], b, curve
+    controls = [read_adapter(d) for d in dirs]
+    apply_base_override([a, *controls, b], args.base)
+    return a, controls, b, curve
 
 
 def barrier_table(result: dict[str, Any]) -> pd.DataFrame:
@@ -120,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
     from mcl.io import write_json_atomic
     from mcl.paths import get_space, make_path, path_class
 
+    check_eval_args(args)
     points = t_grid(args.points)
     a, controls, b, curve = read_nodes(args)
     space = get_space(args.space or curve.get("space", "factors"))

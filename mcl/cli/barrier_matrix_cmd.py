@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mcl.cli.barrier_cmd import add_eval_arguments, cache_arg, load_model_and_tasks, start_outputs, write_csv
+from mcl.cli.barrier_cmd import (add_eval_arguments, apply_base_override, cache_arg, check_eval_args,
+                                 load_model_and_tasks, start_outputs, write_csv)
 from mcl.errors import MclError
 
 
@@ -31,20 +32,23 @@ def checkpoint_dirs(paths: list[str], learner: str) -> list[Path]:
 def _matrix(args: argparse.Namespace) -> int:
     from mcl.adapters import read_adapter
     from mcl.analysis import barrier_matrix, plot_barrier_matrix, t_grid
-    from mcl.io import write_json_atomic
+    from mcl.io import check_output, write_json_atomic
     from mcl.paths import get_space
 
+    check_eval_args(args)
     points = t_grid(args.points)
     dirs = checkpoint_dirs(args.checkpoints, args.learner)
     is_run = (Path(args.checkpoints[0]) / "tasks").is_dir()
     if not args.out and not is_run:
         raise MclError("pass --out DIR (the default, RUN_DIR/analysis/barrier-matrix, needs a run dir)")
+    check_output(args.out or Path(args.checkpoints[0]) / "analysis" / "barrier-matrix", "dir")
     run_config = Path(args.checkpoints[0]) / "config.yaml"
     if is_run and not args.data and run_config.is_file():
         import yaml
 
         args.data = yaml.safe_load(run_config.read_text()).get("tasks")
     states = [read_adapter(d) for d in dirs]
+    apply_base_override(states, args.base)
     space = get_space(args.space)
     space.validate(states)
     labels = [d.name if d.name not in ("fast", "slow") else f"{d.parent.name}/{d.name}" for d in dirs]

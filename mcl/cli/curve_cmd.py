@@ -8,9 +8,11 @@ Evaluate the result with `mcl-barrier CKPT_A CKPT_B --controls DIR`.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
-from mcl.cli.barrier_cmd import base_of, tasks_of
+from mcl.cli.barrier_cmd import apply_base_override, base_of, check_model_arg, tasks_of
+from mcl.errors import MclError
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -20,9 +22,20 @@ def _fit(args: argparse.Namespace) -> int:
     from mcl.models import load_base
     from mcl.paths.fit import FitConfig, fit_curve
 
+    from mcl.io import check_output
+
+    for name in ("steps", "batch_size", "max_len", "controls", "checkpoint_every"):
+        if getattr(args, name) < 1:
+            raise MclError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not (args.lr > 0 and math.isfinite(args.lr)) or not (args.weight_decay >= 0 and math.isfinite(args.weight_decay)):
+        raise MclError(f"--lr must be > 0 and --weight-decay >= 0 (got {args.lr}, {args.weight_decay})")
+    if args.base is not None:
+        check_model_arg(args.base)
+    check_output(args.out, "dir")
     config = FitConfig(path=args.path, space=args.space, controls=args.controls, steps=args.steps, lr=args.lr,
                        weight_decay=args.weight_decay, seed=args.seed, checkpoint_every=args.checkpoint_every)
     a, b = read_adapter(args.a), read_adapter(args.b)
+    apply_base_override([a, b], args.base)
     tasks = load_tasks(tasks_of([a, b], args.data))
     model, tokenizer = load_base(base_of([a, b], args.base))
     objective = TaskObjective(tokenizer, tasks, "train", args.batch_size, args.max_len, args.seed)

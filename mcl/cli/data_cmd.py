@@ -10,7 +10,13 @@ from mcl.data.suite.common import Sizes
 
 def _build(args: argparse.Namespace) -> int:
     from mcl.data.suite import SUITE, build_suite
+    from mcl.errors import MclError
+    from mcl.io import check_output
 
+    if min(args.train, args.eval, args.test) < 1:
+        raise MclError(f"--train, --eval and --test must be >= 1 (got {args.train}, {args.eval}, {args.test})")
+    if args.out:
+        check_output(args.out, "dir")
     out = build_suite(args.out, args.seed, Sizes(args.train, args.eval, args.test))
     print(f"wrote {len(SUITE)} tasks ({args.train}/{args.eval}/{args.test} train/eval/test) to {out}")
     for name in SUITE:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
-from pathlib import Path
 
 from mcl.errors import MclError
 
@@ -18,11 +18,12 @@ def load_model(model: str, adapter: str | None):
         return base, tokenizer
     from peft import PeftModel
 
-    if not (Path(adapter) / "adapter_config.json").is_file():
-        raise MclError(f"{adapter}: not a PEFT adapter dir (no adapter_config.json)")
+    from mcl.adapters import read_adapter
+
+    read_adapter(adapter)  # config, weights and finiteness checked as for every other command
     try:
         return PeftModel.from_pretrained(base, adapter).eval(), tokenizer
-    except (ValueError, RuntimeError, KeyError) as e:
+    except (ValueError, RuntimeError, KeyError, TypeError) as e:
         raise MclError(f"{adapter}: cannot load adapter on {model}: {str(e).splitlines()[0]}") from None
 
 
@@ -41,9 +42,14 @@ def _eval(args: argparse.Namespace) -> int:
     import torch
 
     from mcl.data.load import load_tasks
-    from mcl.eval.evaluate import evaluate_task
-    from mcl.io import write_json_atomic
+    from mcl.eval.evaluate import check_eval_settings, evaluate_task
+    from mcl.io import check_output, write_json_atomic
 
+    check_eval_settings(args.batch_size, args.max_len, args.limit)
+    if args.threads is not None and args.threads < 1:
+        raise MclError(f"--threads must be >= 1, got {args.threads}")
+    if args.out:
+        check_output(args.out, "file")
     if args.threads:
         torch.set_num_threads(args.threads)
     tasks = load_tasks(args.tasks)
@@ -53,6 +59,8 @@ def _eval(args: argparse.Namespace) -> int:
         rows.append(
             evaluate_task(model, tokenizer, task, args.split, not args.no_generate, args.batch_size, args.max_len, args.limit)
         )
+        if not math.isfinite(rows[-1]["loss"]):
+            raise MclError(f"non-finite loss on task {task.name}: check the model and adapter weights")
         print(f"{task.name}: done", file=sys.stderr, flush=True)
     print(format_table(rows))
     if args.out:

@@ -14,8 +14,28 @@ from mcl.errors import MclError
 SUBCOMMANDS = ["models", "adapters", "data", "eval", "barrier", "curve", "plane", "barrier_matrix", "train", "report", "list"]
 
 
+def expected_failure(e: BaseException) -> str | None:
+    """The one-line message for an expected failure (bad input, OS or decoding error), else None (a bug)."""
+    import json
+
+    import yaml
+
+    if isinstance(e, MclError):
+        return str(e)
+    if isinstance(e, OSError):
+        where = f": {e.filename}" if e.filename else ""
+        return f"{e.strerror or type(e).__name__}{where}" if e.strerror else f"{type(e).__name__}: {e}"
+    if isinstance(e, UnicodeDecodeError):
+        return f"cannot decode input as {e.encoding} (byte {e.start}): expected UTF-8 text"
+    if type(e).__name__ == "SafetensorError":
+        return f"corrupt safetensors file: {str(e).splitlines()[0] if str(e) else e!r}"
+    if isinstance(e, (json.JSONDecodeError, yaml.YAMLError)):
+        return f"malformed {'JSON' if isinstance(e, json.JSONDecodeError) else 'YAML'}: {str(e).splitlines()[0]}"
+    return None
+
+
 def run_cli(build: Callable[[], argparse.ArgumentParser], argv: list[str] | None = None) -> int:
-    """Parse argv with the parser from `build` and run `args.func`; MclError → one line, exit 2."""
+    """Parse argv with the parser from `build` and run `args.func`; expected failures → one line, exit 2."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build().parse_args(argv)
     from transformers.utils import logging as hf_logging
@@ -24,8 +44,11 @@ def run_cli(build: Callable[[], argparse.ArgumentParser], argv: list[str] | None
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)  # peft vs transformers 5
     try:
         return int(args.func(args) or 0)
-    except MclError as e:
-        print(f"{build().prog}: error: {e}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001  (anything not an expected failure is re-raised: a bug keeps its traceback)
+        message = expected_failure(e)
+        if message is None:
+            raise
+        print(f"{build().prog}: error: {' '.join(message.split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{build().prog}: interrupted", file=sys.stderr)

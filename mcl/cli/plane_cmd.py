@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mcl.cli.barrier_cmd import add_eval_arguments, cache_arg, load_model_and_tasks, start_outputs, write_csv
+from mcl.cli.barrier_cmd import (add_eval_arguments, apply_base_override, cache_arg, check_eval_args,
+                                 load_model_and_tasks, start_outputs, write_csv)
+from mcl.errors import MclError
 
 
 def _plane(args: argparse.Namespace) -> int:
@@ -17,7 +19,11 @@ def _plane(args: argparse.Namespace) -> int:
     from mcl.io import write_json_atomic
     from mcl.paths import get_space, make_path
 
+    check_eval_args(args)
+    if not 2 <= args.grid <= 201 or not (0 <= args.margin <= 10):
+        raise MclError(f"--grid must lie in [2, 201] and --margin in [0, 10] (got {args.grid}, {args.margin})")
     a, b, c = (read_adapter(d) for d in (args.a, args.b, args.c))
+    apply_base_override([a, b, c], args.base)
     space = get_space(args.space)
     space.validate([a, b, c])
     drawn = None

@@ -7,8 +7,10 @@ from pathlib import Path
 
 
 def _report(args: argparse.Namespace) -> int:
+    from mcl.io import check_output
     from mcl.train.report import report
 
+    check_output(args.out, "dir")
     table = report(args.runs, args.out)
     print(table.round(4).to_markdown())
     print(f"wrote {Path(args.out) / 'report.md'}, report.csv and R heatmaps")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mcl.errors import MclError
-from mcl.io import sha256_json
+from mcl.io import check_name, sha256_json
 
 SPLITS = ("train", "eval", "test")
 SPEC_FILE = "task.json"
@@ -149,7 +149,7 @@ def read_spec(task_dir: Path) -> TaskSpec:
     """The spec in `task_dir/task.json`, or defaults named after the directory when absent."""
     f = task_dir / SPEC_FILE
     if not f.is_file():
-        return TaskSpec(name=task_dir.name)
+        return TaskSpec(name=check_name(task_dir.name or task_dir.resolve().name, f"{task_dir}: task name"))
     try:
         obj = json.loads(f.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -160,6 +160,7 @@ def read_spec(task_dir: Path) -> TaskSpec:
     if unknown := sorted(set(obj) - known):
         raise MclError(f"{f}: unknown key(s) {unknown}; known: {sorted(known)}")
     spec = TaskSpec(**{"name": task_dir.name, **obj})
+    check_name(spec.name, f"{f}: task name")
     _check_spec(spec, f)
     return spec
 

@@ -10,9 +10,17 @@ from functools import cached_property
 from typing import Any
 
 from mcl.data.task import Task
+from mcl.errors import MclError
 from mcl.eval.generate import greedy_generate
 from mcl.eval.loss import LossEvaluator
 from mcl.eval.metrics import chance_level, get_metric
+
+
+def check_eval_settings(batch_size: int, max_len: int, limit: int | None = None) -> None:
+    """MclError unless batch size and max length are >= 1 and a limit (when given) is >= 1."""
+    for name, value in (("batch size", batch_size), ("max length", max_len), ("limit", limit)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise MclError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 class TaskEvaluator:
@@ -21,12 +29,18 @@ class TaskEvaluator:
     def __init__(
         self, tokenizer, task: Task, split: str = "eval", batch_size: int = 32, max_len: int = 256, limit: int | None = None
     ):
-        """Prepare `task`'s `split` (its first `limit` examples when given)."""
+        """Prepare `task`'s `split` (its first `limit` examples when given); an empty set is an MclError."""
+        check_eval_settings(batch_size, max_len, limit)
         self.task, self.split, self.tokenizer = task, split, tokenizer
         self.examples = task.split(split)[:limit]
         self.metric = get_metric(task.metric)
         self.batch_size, self.max_len = batch_size, max_len
         self.loss_evaluator = LossEvaluator(tokenizer, self.examples, batch_size, max_len)
+        if not self.examples:
+            raise MclError(f"task {task.name} ({split} split): no examples to evaluate")
+        if not self.loss_evaluator.n_tokens:
+            raise MclError(f"task {task.name} ({split} split): no answer token fits max_len {max_len}; "
+                           "nothing to evaluate (raise --max-len)")
 
     def predictions(self, model) -> list[str]:
         """Greedy answers of `model` to every prompt of the split."""

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from mcl.data.task import Example
 from mcl.data.tokenize import IGNORE, Encoded, collate, encode_examples, pad_id
+from mcl.errors import MclError
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,8 @@ class LossEvaluator:
 
     def __init__(self, tokenizer, examples: Sequence[Example], batch_size: int = 32, max_len: int = 256):
         """Tokenise, length-sort and collate `examples` into batches of `batch_size`."""
+        if batch_size < 1 or max_len < 1:
+            raise MclError(f"batch_size and max_len must be >= 1 (got {batch_size}, {max_len})")
         encoded = encode_examples(tokenizer, examples, max_len)
         order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i].input_ids), i))
         pad = pad_id(tokenizer)
@@ -107,6 +110,8 @@ class LossEvaluator:
         return sums, counts
 
     def loss(self, model) -> float:
-        """Mean cross-entropy over all label tokens of the set (sum ÷ count)."""
+        """Mean cross-entropy over all label tokens of the set (sum ÷ count); an empty set is an error, not 0."""
+        if not self.n_tokens:
+            raise MclError(f"nothing to evaluate: {self.n} example(s) with no answer token within max_len")
         sums, counts = self.example_losses(model)
-        return float(sums.sum() / counts.sum().clamp(min=1))
+        return float(sums.sum() / counts.sum())

@@ -98,11 +98,23 @@ def resolve_model(name_or_path: str | os.PathLike) -> str:
     return s
 
 
+def model_identity(name_or_path: str | os.PathLike) -> str:
+    """What a model id denotes, independent of its spelling: a named model's or a dir's real path, else the id."""
+    s = str(name_or_path)
+    if s in NAMED_MODELS:
+        return str(model_dir(s).resolve())
+    p = Path(s).expanduser()
+    return str(p.resolve()) if p.exists() else s
+
+
 def load_tokenizer(name_or_path: str | os.PathLike):
     """The tokenizer of a base model, with a pad token guaranteed (pad = eos when missing)."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(resolve_model(name_or_path))
+    try:
+        tok = AutoTokenizer.from_pretrained(resolve_model(name_or_path), trust_remote_code=False)
+    except (OSError, ValueError) as e:
+        raise MclError(f"cannot load the tokenizer of {name_or_path}: {str(e).splitlines()[0]}") from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -116,8 +128,8 @@ def load_base(name_or_path: str | os.PathLike, dtype: torch.dtype | str = torch.
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    except OSError as e:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=False)
+    except (OSError, ValueError) as e:
         raise MclError(f"cannot load model {name_or_path}: {str(e).splitlines()[0]}") from None
     if device:
         model.to(device)

@@ -19,6 +19,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from mcl.adapters import AdapterState, check_compatible, lora_parameters
+from mcl.adapters.compat import check_plain_lora
 from mcl.errors import MclError
 from mcl.paths.lora_math import delta_weight, lora_terms, module_scale
 
@@ -64,6 +65,8 @@ class Space:
 
     def validate(self, nodes: Sequence[AdapterState]) -> None:
         """Raise a one-line MclError when the nodes cannot share a path in this space."""
+        for node in nodes:
+            check_plain_lora(node)
         for node in nodes[1:]:
             check_compatible(nodes[0], node, self.name)
         if self.needs_plain_lora:

@@ -17,7 +17,7 @@ import yaml
 
 from mcl.adapters import LoraSpec
 from mcl.errors import MclError
-from mcl.io import sha256_json
+from mcl.io import check_name, sha256_json
 
 
 @dataclass
@@ -94,8 +94,14 @@ def _coerce(value: Any, target: Any, key: str) -> Any:
                 raise MclError(f"config key {key}: expected an integer, got {value!r}")
             return int(number)
         return number
-    if isinstance(target, list) and isinstance(value, str):
-        return [v for v in value.split(",") if v]
+    if isinstance(target, list):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise MclError(f"config key {key}: expected a list of names (strings), got {value!r}")
+        return value
+    if isinstance(target, str) and not isinstance(value, str):
+        raise MclError(f"config key {key}: expected a string, got {value!r}")
     return value
 
 
@@ -111,6 +117,8 @@ def _update(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
                 raise MclError(f"config key {full!r} must be a mapping")
             _update(current, value, prefix=f"{full}.")
         elif isinstance(current, dict):
+            if value is not None and not isinstance(value, dict):
+                raise MclError(f"config key {full!r} must be a mapping, got {value!r}")
             setattr(obj, key, {**current, **(value or {})})
         else:
             setattr(obj, key, _coerce(value, current, full))
@@ -135,6 +143,16 @@ def validate(cfg: RunConfig) -> None:
     for key in ("steps_per_task", "batch_size", "grad_accum", "max_len", "checkpoint_every"):
         if getattr(cfg.train, key) < 1:
             raise MclError(f"train.{key} must be >= 1 (got {getattr(cfg.train, key)})")
+    check_name(cfg.name, "run name")
+    for key in ("max_examples", "batch_size"):
+        if getattr(cfg.eval, key) < 1:
+            raise MclError(f"eval.{key} must be >= 1 (got {getattr(cfg.eval, key)}): an empty evaluation has no loss")
+    if cfg.eval.split not in ("train", "eval", "test"):
+        raise MclError(f"eval.split must be train|eval|test (got {cfg.eval.split!r})")
+    if cfg.lora.r < 1 or not (cfg.lora.alpha > 0 and math.isfinite(cfg.lora.alpha)):
+        raise MclError(f"lora.r must be >= 1 and lora.alpha > 0 (got {cfg.lora.r}, {cfg.lora.alpha})")
+    if not 0.0 <= cfg.lora.dropout < 1.0:
+        raise MclError(f"lora.dropout must lie in [0, 1) (got {cfg.lora.dropout})")
     if not cfg.tasks:
         raise MclError("tasks must name at least one task")
     if len(set(cfg.tasks)) != len(cfg.tasks):
@@ -152,7 +170,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.is_file():
             raise MclError(f"config file {path} does not exist")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError:
+            raise MclError(f"{path}: not UTF-8 text") from None
         except yaml.YAMLError as e:
             raise MclError(f"{path}: malformed YAML ({str(e).splitlines()[0]})") from None
         if not isinstance(data, dict):

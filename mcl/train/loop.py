@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from mcl.adapters import get_state, set_state
 from mcl.data import load_tasks
 from mcl.errors import MclError
-from mcl.io import atomic_path, write_json_atomic, write_text_atomic
+from mcl.io import atomic_path, check_output, write_json_atomic, write_text_atomic
 from mcl.train.config import RunConfig
 from mcl.train.losses import mean_ce
 from mcl.train.data import TaskData, encode_tasks, make_batch
@@ -69,6 +69,22 @@ def _load_state(state_dir: Path, method, optimizer=None) -> dict[str, Any]:
     return json.loads((state_dir / "progress.json").read_text())
 
 
+def _read_progress(state_dir: Path) -> dict[str, Any]:
+    """The resume point in state/progress.json ({} when absent); a corrupt file is a one-line MclError."""
+    path = state_dir / "progress.json"
+    if not path.is_file():
+        return {}
+    try:
+        progress = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        progress = None
+    keys = ("phase", "step", "phases_done")
+    if not (isinstance(progress, dict) and all(isinstance(progress.get(k), int) and progress[k] >= 0 for k in keys)):
+        raise MclError(f"{path} is corrupt (expected {{phase, step, phases_done}} counts): the resume point is "
+                       f"unknown; restore it or delete {state_dir.parent} to start the run over")
+    return progress
+
+
 def _pin_method_args(run_dir: Path, method: str, args: dict[str, Any], write: bool) -> None:
     """Record the method's resolved arguments (defaults included); refuse to resume under different ones.
 
@@ -107,11 +123,9 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
     if len(set(names)) != len(names):
         raise MclError(f"task names must be unique within a run: {names}")
     run_dir = cfg.run_dir([t.hash for t in tasks])
+    check_output(run_dir, "dir")
     accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, gradient_accumulation_steps=1)
     main = accelerator.is_main_process
-    if main:
-        (run_dir / "tasks").mkdir(parents=True, exist_ok=True)
-        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     set_seed(cfg.train.seed)
     base, tokenizer = load_base(cfg.model)
     data: list[TaskData] = encode_tasks(tasks, tokenizer, cfg.train.max_len)
@@ -119,6 +133,9 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
     ctx = Context(model=None, tokenizer=tokenizer, accelerator=accelerator, config=cfg, tasks=names,
                   train_data=data, loss_fn=mean_ce)
     method = method_cls(ctx, **cfg.method_args)
+    if main:  # only now, with model, data and method arguments known good, does the run dir appear
+        (run_dir / "tasks").mkdir(parents=True, exist_ok=True)
+        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     _pin_method_args(run_dir, cfg.method, method.args, write=main)
     ctx.model = method.setup(base, cfg.lora, cfg.train.seed).to(accelerator.device)
     scorer = Scorer(data, tokenizer, cfg.eval, cfg.train.max_len)
@@ -128,7 +145,7 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
     accelerator.wait_for_everyone()
 
     state_dir = run_dir / "state"
-    progress = json.loads((state_dir / "progress.json").read_text()) if (state_dir / "progress.json").is_file() else {}
+    progress = _read_progress(state_dir)
     done = progress.get("phases_done", 0)
     phases = method.phases(len(names))
     for phase, task_ids in enumerate(phases):

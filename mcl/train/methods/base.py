@@ -7,6 +7,7 @@ The loop (mcl/train/loop.py) calls, per run: `setup`; per phase: `begin_task`, t
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,8 @@ class Method:
     title: ClassVar[str] = ""
     reference: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
+    choices: ClassVar[dict[str, tuple[Any, ...]]] = {}  # allowed values of non-numeric args
+    bounds: ClassVar[dict[str, tuple[float, float]]] = {}  # inclusive ranges of numeric args (default [0, ∞))
     views: ClassVar[tuple[str, ...]] = ("main",)
 
     def __init__(self, ctx: Context, **args: Any):
@@ -59,11 +62,24 @@ class Method:
 
     @classmethod
     def check_args(cls, args: dict[str, Any]) -> None:
-        """Reject unknown method_args keys with a one-line error."""
+        """Reject unknown method_args keys and out-of-range or wrongly typed values with a one-line error."""
         unknown = sorted(set(args) - set(cls.defaults))
         if unknown:
             known = ", ".join(sorted(cls.defaults)) or "none"
             raise MclError(f"unknown method_args key {unknown[0]!r} for method {cls.name!r} (known: {known})")
+        for key, value in args.items():
+            default, where = cls.defaults[key], f"method_args.{key} ({cls.name})"
+            if key in cls.choices:
+                if value not in cls.choices[key]:
+                    raise MclError(f"{where} must be one of {cls.choices[key]}, got {value!r}")
+            elif isinstance(default, (int, float)) and not isinstance(default, bool):
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    raise MclError(f"{where} must be a number, got {value!r}")
+                if isinstance(default, int) and not float(value).is_integer():
+                    raise MclError(f"{where} must be an integer, got {value!r}")
+                lo, hi = cls.bounds.get(key, (0.0, math.inf))
+                if not lo <= value <= hi:
+                    raise MclError(f"{where} must lie in [{lo}, {hi}], got {value!r}")
 
     # --- set-up and schedule -------------------------------------------------------------------
     def setup(self, base_model, spec: LoraSpec, seed: int):

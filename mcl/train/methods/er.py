@@ -6,6 +6,8 @@ contains the batch being learned (the released I-LoRA code fills the buffer firs
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from mcl.errors import MclError
@@ -24,6 +26,8 @@ class ER(Method):
     title = "Experience Replay (ER)"
     reference = "Chaudhry et al. 2019, 'On Tiny Episodic Memories in Continual Learning'"
     defaults = {"buffer_size": 500, "replay_weighting": "mean"}
+    choices = {"replay_weighting": WEIGHTINGS}
+    bounds = {"buffer_size": (1, math.inf)}
 
     def __init__(self, ctx, **args):
         super().__init__(ctx, **args)

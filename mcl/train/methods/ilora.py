@@ -2,7 +2,8 @@
 
 Both adapters live on one base model (`fast`, `slow`; the slow one never gets gradients). After
 every optimizer step, with probability `update_prob`, slow ← point(1−λ_k) of the linear path from
-slow to fast in `space` (factor space by default), λ_k = min(1 − 1/(k+1), λ) (CLS-ER warm-up).
+slow to fast in `space` (factor space by default), λ_k = min(1 − 1/(k+1), λ) with k the optimizer
+step counted from 1 (CLS-ER warm-up: it counts steps, not updates).
 Once the reservoir buffer holds earlier tasks: loss = CE(current, replay) + γ·MSE(H_fast, Z) on the
 replay batch's non-padding positions of the selected layers, with Z = max(H_fast, H_slow) (released
 code) or H_slow. The R matrix uses the slow learner (`inference`), the fast one is reported beside it.
@@ -41,6 +42,16 @@ class ILoRA(ER):
         "buffer_size": 500,
         "inference": "slow",
     }
+    choices = {**ER.choices, "consistency_target": TARGETS, "inference": ("slow", "fast"), "space": ("factors",)}
+    bounds = {**ER.bounds, "ema_lambda": (0.0, 1.0), "update_prob": (0.0, 1.0)}
+
+    @classmethod
+    def check_args(cls, args):
+        super().check_args(args)
+        layers = args.get("layers", "all")
+        if layers not in ("all", "last") and not (isinstance(layers, list) and layers and all(
+                isinstance(i, int) and not isinstance(i, bool) for i in layers)):
+            raise MclError(f"method_args.layers ({cls.name}) must be 'all', 'last' or a list of layer indices, got {layers!r}")
 
     def __init__(self, ctx, **args):
         super().__init__(ctx, **args)
@@ -54,7 +65,7 @@ class ILoRA(ER):
             raise MclError("ilora supports space=factors only: a delta-space step would grow the slow adapter's rank")
         other = "fast" if self.args["inference"] == "slow" else "slow"
         self.views = (self.args["inference"], other)
-        self.updates = 0
+        self.steps = 0  # optimizer steps taken, over the whole run (the warm-up counter k)
         self.update_rng = torch.Generator().manual_seed(ctx.config.train.seed + 2)
 
     def setup(self, base_model, spec, seed):
@@ -69,8 +80,8 @@ class ILoRA(ER):
 
     # --- slow learner ------------------------------------------------------------------------
     def current_lambda(self) -> float:
-        """λ_k = min(1 − 1/(k+1), λ) at update count k (CLS-ER warm-up)."""
-        return min(1.0 - 1.0 / (self.updates + 1), float(self.args["ema_lambda"]))
+        """λ_k = min(1 − 1/(k+1), λ) at optimizer step k, counted from 1 (CLS-ER warm-up)."""
+        return min(1.0 - 1.0 / (self.steps + 1), float(self.args["ema_lambda"]))
 
     @torch.no_grad()
     def update_slow(self) -> None:
@@ -83,9 +94,9 @@ class ILoRA(ER):
         fast = AdapterState(config=cfg, tensors={k: p.detach() for k, p in lora_parameters(peft, "fast").items()})
         point = Linear(slow, fast, space=self.args["space"]).point(1.0 - lam)
         set_state(peft, point.tensors, "slow", params=self._slow_params)
-        self.updates += 1
 
     def after_step(self, batch, task_ids, step):
+        self.steps += 1
         if float(self.args["update_prob"]) >= 1.0 or torch.rand((), generator=self.update_rng) < float(self.args["update_prob"]):
             self.update_slow()
         super().after_step(batch, task_ids, step)
@@ -143,14 +154,14 @@ class ILoRA(ER):
 
     def state_dict(self):
         state = super().state_dict()
-        state["ilora.updates"] = torch.tensor([self.updates])
+        state["ilora.steps"] = torch.tensor([self.steps])
         state["ilora.update_rng"] = self.update_rng.get_state()
         return state
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
-        if "ilora.updates" in state:
-            self.updates = int(state["ilora.updates"][0])
+        if "ilora.steps" in state:
+            self.steps = int(state["ilora.steps"][0])
             self.update_rng.set_state(state["ilora.update_rng"])
 
 
