@@ -60,13 +60,14 @@ def test_warmup_counts_optimizer_steps_not_updates(setting):
     method, _ = _method(setting, ema_lambda=0.9, update_prob=0.1)
     seen = []
     orig = method.update_slow
-    method.update_slow = lambda: (seen.append(method.current_lambda()), orig())
+    method.update_slow = lambda: (seen.append((method.steps, method.current_lambda())), orig())
     batch = {"examples": [], "task": []}
     for step in range(200):
         method.after_step(batch, [0], step)
     assert method.steps == 200
     assert 5 <= len(seen) <= 40  # ~10% of the steps updated the slow learner
-    assert all(lam == 0.9 for lam in seen[1:])  # past step 10, every update uses λ itself
+    assert [lam for _, lam in seen] == [pytest.approx(min(1 - 1 / (k + 1), 0.9)) for k, _ in seen]
+    assert seen[2][1] == 0.9  # the third update comes after step 9 and uses λ itself (counting updates: 0.67)
 
 
 def test_one_base_model_in_memory(setting):
@@ -137,3 +138,188 @@ def test_released_preset_is_flagged_and_uses_fast_at_inference():
     cls = METHODS["ilora-released"]
     assert cls.defaults["ema_lambda"] == 0.25 and cls.defaults["inference"] == "fast"
     assert "released" in cls.title
+
+
+# --- the consistency loss, the slow forward and the replay buffer, each pinned against a breakage ---------------
+def _method_with_data(setting, **args):
+    """An I-LoRA method with a tokenizer, the setting's tasks encoded, and fast ≠ slow (as after training)."""
+    from transformers import AutoTokenizer
+
+    from mcl.data import load_tasks
+    from mcl.train.data import encode_tasks
+
+    method, _ = _method(setting, **args)
+    tok = AutoTokenizer.from_pretrained(setting["model"])
+    method.ctx.tokenizer = tok
+    data = encode_tasks(load_tasks(setting["tasks"]), tok, 64)
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(1)
+        for p in lora_parameters(method.ctx.peft, "fast").values():
+            p.add_(torch.randn(p.shape, generator=g) * 0.2)
+    return method, tok, data
+
+
+def _batch(method, data, task, step):
+    from mcl.train.data import make_batch
+
+    return make_batch(data, [task], method.ctx.config.train, 1, step, method.ctx.tokenizer.pad_token_id)
+
+
+def test_consistency_is_masked_mse_to_the_elementwise_max(setting):
+    method, _ = _method(setting)
+    g = torch.Generator().manual_seed(0)
+    hw = [torch.randn(2, 5, 8, generator=g) for _ in range(2)]
+    hl = [torch.randn(2, 5, 8, generator=g) for _ in range(2)]
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    m = mask.bool()
+    got = method.consistency(hw, hl, mask)
+    want = sum(((a - torch.maximum(a, b))[m] ** 2).sum() for a, b in zip(hw, hl)) / (2 * int(m.sum()) * 8)
+    torch.testing.assert_close(got, want)
+    assert float(got) > 0
+    for h in hw + hl:  # garbage at padding positions changes nothing
+        h[0, 3:] = torch.randn(2, 8, generator=g) * 100
+    torch.testing.assert_close(method.consistency(hw, hl, mask), want)
+    method.args["consistency_target"] = "slow"
+    want_slow = sum(((a - b)[m] ** 2).sum() for a, b in zip(hw, hl)) / (2 * int(m.sum()) * 8)
+    torch.testing.assert_close(method.consistency(hw, hl, mask), want_slow)
+
+
+def test_loss_uses_the_slow_adapter_for_the_target(setting):
+    """CE(current, replay) + γ·consistency, recomputed here with each adapter made active by hand."""
+    method, _, data = _method_with_data(setting)
+    peft = method.ctx.peft
+    peft.eval()
+    method.buffer.add(data[0].train[:16], [0] * 16)
+    batch = _batch(method, data, 1, 0)
+    rng = method.buffer.generator.get_state()
+    with torch.no_grad():
+        loss = method.loss(batch, [1])
+    method.buffer.generator.set_state(rng)
+    replay = method.replay_batch([1], len(batch["input_ids"]))
+    with torch.no_grad():
+        peft.base_model.set_adapter("fast")
+        s_cur, n_cur, _ = answer_ce(peft, batch)
+        s_buf, n_buf, out_fast = answer_ce(peft, replay, output_hidden_states=True)
+        peft.base_model.set_adapter("slow")
+        out_slow = peft(input_ids=replay["input_ids"], attention_mask=replay["attention_mask"], output_hidden_states=True)
+        peft.base_model.set_adapter("fast")
+    m = replay["attention_mask"].bool()
+    pairs = list(zip(out_fast.hidden_states[1:], out_slow.hidden_states[1:]))
+    cons = sum(((hw - torch.maximum(hw, hl))[m].float() ** 2).sum() for hw, hl in pairs) / (
+        len(pairs) * int(m.sum()) * pairs[0][0].shape[-1])
+    assert float(cons) > 1e-6  # the learners differ, so the target is not the fast states themselves
+    want = 0.5 * (s_cur / n_cur + s_buf / n_buf) + cons
+    torch.testing.assert_close(loss, want, rtol=1e-5, atol=1e-6)
+
+
+def test_every_forward_of_the_loss_gets_its_batch_attention_mask(setting):
+    """Right padding hides a dropped mask from the loss value, so the forwards' inputs are checked directly."""
+    method, _, data = _method_with_data(setting)
+    peft = method.ctx.peft
+    method.buffer.add(data[0].train[:16], [0] * 16)
+    batch = _batch(method, data, 1, 0)
+    assert not batch["attention_mask"].all()  # the batch is padded
+    seen = []
+    decoder = peft.get_base_model().model
+    hook = decoder.register_forward_pre_hook(
+        lambda mod, args, kwargs: seen.append((kwargs["input_ids"], kwargs.get("attention_mask"))), with_kwargs=True)
+    try:
+        method.loss(batch, [1])
+    finally:
+        hook.remove()
+    assert len(seen) == 3  # current CE, replay CE + fast states, slow states
+    for ids, mask in seen:
+        assert mask is not None
+        assert mask.shape == ids.shape
+        assert bool((ids[mask == 0] == method.ctx.tokenizer.pad_token_id).all())  # it masks exactly the padding
+        assert torch.equal(mask, mask.cummin(dim=1).values)  # right padding: ones, then zeros
+    assert torch.equal(seen[0][1], batch["attention_mask"])
+    assert torch.equal(seen[1][1], seen[2][1]) and torch.equal(seen[1][0], seen[2][0])  # slow sees the replay batch
+    assert not seen[1][1].all()  # the replay batch is padded too, and its mask says so
+
+
+def test_reservoir_keeps_every_example_with_equal_probability():
+    """Vitter's R: after n offers each example is kept with probability k/n (chi-square over 2000 seeds)."""
+    from scipy.stats import chi2
+
+    from mcl.train.buffer import ReservoirBuffer
+
+    n, k, trials = 40, 8, 2000
+    counts = torch.zeros(n)
+    for seed in range(trials):
+        buf = ReservoirBuffer(k, seed=seed)
+        buf.add([Encoded([i], [i]) for i in range(n)], [0] * n)
+        assert len(buf) == k and buf.n_seen == n
+        for ids, _, _ in buf.items:
+            counts[ids[0]] += 1
+    expected = trials * k / n
+    stat = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2.sf(stat, n - 1) > 1e-3, counts.tolist()
+    first, last = counts[: n // 2].sum(), counts[n // 2:].sum()  # early and late offers equally likely kept
+    assert abs(first - last) < 0.05 * trials * k
+
+
+def test_reservoir_sampling_is_uniform_without_replacement_and_seeded():
+    from scipy.stats import chi2
+
+    from mcl.train.buffer import ReservoirBuffer
+
+    def filled(seed):
+        buf = ReservoirBuffer(10, seed=seed)
+        buf.add([Encoded([i, i], [-100, i]) for i in range(10)], list(range(10)))
+        return buf
+
+    buf = filled(0)
+    counts = torch.zeros(10)
+    for _ in range(2000):
+        batch = buf.sample(4, pad_id=0)
+        rows = batch["labels"][:, 1].tolist()
+        assert len(set(rows)) == 4  # no example twice while the buffer has enough
+        for r in rows:
+            counts[r] += 1
+    stat = float(((counts - 800) ** 2 / 800).sum())
+    assert chi2.sf(stat, 9) > 1e-3, counts.tolist()
+    a, b, c = filled(3), filled(3), filled(4)
+    sa, sb, sc = (x.sample(4, 0)["input_ids"] for x in (a, b, c))
+    assert torch.equal(sa, sb) and not torch.equal(sa, sc)
+
+
+def test_replay_never_contains_the_batch_being_learned(setting, tmp_path, monkeypatch):
+    """During task 2 the buffer (hence every replay batch) holds none of the examples of the current step."""
+    seen = []
+    orig = METHODS["ilora"].loss
+
+    def spy(self, batch, task_ids):
+        held = {tuple(ids) for ids, _, _ in self.buffer.items}
+        seen.append((task_ids, len(held), sum(tuple(e.input_ids) in held for e in batch["examples"])))
+        return orig(self, batch, task_ids)
+
+    monkeypatch.setattr(METHODS["ilora"], "loss", spy)
+    train(_cfg(setting, tmp_path, "ilora", tasks=setting["tasks"][:2], method_args={"buffer_size": 64}),
+          progress_bar=False)
+    task2 = [s for s in seen if s[0] == [1]]
+    assert task2 and all(held > 0 for _, held, _ in task2)  # replay is active
+    assert all(overlap == 0 for _, _, overlap in task2)
+    assert task2[-1][1] > task2[0][1]  # the buffer grew with earlier steps of task 2
+
+
+def test_ilora_resume_in_task_two_with_replay_is_bit_identical(setting, tmp_path):
+    from test_train import _tensors
+    from mcl.train.loop import _Stop, resolve_run_dir
+
+    kw = {"tasks": setting["tasks"][:2], "train.steps_per_task": 6,
+          "method_args": {"buffer_size": 16, "update_prob": 0.5, "ema_lambda": 0.9}}
+    full = train(_cfg(setting, tmp_path / "a", "ilora", **kw), progress_bar=False)
+    cfg = _cfg(setting, tmp_path / "b", "ilora", **kw)
+    with pytest.raises(_Stop):
+        train(cfg, progress_bar=False, stop_at=(1, 4))  # killed in task 2, replay and consistency active
+    progress = json.loads((resolve_run_dir(cfg) / "state" / "progress.json").read_text())
+    assert progress == {"phase": 1, "step": 4, "phases_done": 1}
+    resumed = train(cfg, progress_bar=False)
+    a, b = _tensors(full), _tensors(resumed)
+    assert {k.split("/")[-1] for k in a} == {"fast", "slow"}
+    for name in a:
+        for k in a[name]:
+            assert torch.equal(a[name][k], b[name][k]), (name, k)
+    for f in ("R_loss.csv", "R_loss_fast.csv"):
+        assert (full / "metrics" / f).read_text() == (resumed / "metrics" / f).read_text()

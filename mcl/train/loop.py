@@ -124,6 +124,8 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
         raise MclError(f"task names must be unique within a run: {names}")
     run_dir = cfg.run_dir([t.hash for t in tasks])
     check_output(run_dir, "dir")
+    state_dir = run_dir / "state"
+    progress = _read_progress(state_dir)  # a corrupt resume point fails before any model loads
     accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, gradient_accumulation_steps=1)
     main = accelerator.is_main_process
     set_seed(cfg.train.seed)
@@ -144,8 +146,6 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
             write_json_atomic(run_dir / "metrics" / "base.json", scorer.score_all(ctx.peft))
     accelerator.wait_for_everyone()
 
-    state_dir = run_dir / "state"
-    progress = _read_progress(state_dir)
     done = progress.get("phases_done", 0)
     phases = method.phases(len(names))
     for phase, task_ids in enumerate(phases):
