@@ -401,3 +401,39 @@ def test_bad_input(row: Row, world, tmp_path, monkeypatch, capsys):
                                                                       if p.startswith(str(world["root"]))}
         if row.post:
             row.post(ws, world, out, err)
+
+
+def test_fingerprint_is_the_weights_content_and_follows_in_place_changes(tiny_llama):
+    """Permuting a matrix keeps its sum and sum of squares but changes the fingerprint; undoing it restores it."""
+    from mcl.analysis.cache import model_fingerprint
+
+    before = model_fingerprint(tiny_llama)
+    assert model_fingerprint(tiny_llama) == before  # memoised, same answer
+    w = tiny_llama.model.layers[0].self_attn.q_proj.weight
+    original = w.detach().clone()
+    with torch.no_grad():
+        w.copy_(original.flip(0))
+    assert float(w.detach().sum()) == pytest.approx(float(original.sum()))
+    assert model_fingerprint(tiny_llama) != before
+    with torch.no_grad():
+        w.copy_(original)
+    assert model_fingerprint(tiny_llama) == before
+
+
+def test_atomic_writes_never_replace_a_symlink_or_device(tmp_path):
+    """The last line of defence below the CLI checks: mcl.io refuses to rename over anything but a file or dir."""
+    from mcl.errors import MclError
+    from mcl.io import write_json_atomic, write_text_atomic
+
+    (tmp_path / "target").write_text("keep")
+    os.symlink(tmp_path / "target", tmp_path / "link")
+    with pytest.raises(MclError, match="symlink"):
+        write_text_atomic(tmp_path / "link", "new")
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(MclError, match="not a regular file"):
+        write_json_atomic(tmp_path / "fifo", {})
+    (tmp_path / "d").mkdir()
+    with pytest.raises(MclError, match="is a directory"):
+        write_text_atomic(tmp_path / "d", "new")
+    assert (tmp_path / "target").read_text() == "keep" and (tmp_path / "link").is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "fifo", "link", "target"]
