@@ -40,7 +40,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
 MAX_POINTS = 1001
 
 
-def check_eval_args(args: argparse.Namespace, out_kind: str | None = "dir") -> None:
+def check_eval_args(args: argparse.Namespace) -> None:
     """Refuse bad shared flags and an unwritable or non-directory --out before any work starts."""
     from mcl.eval.evaluate import check_eval_settings
     from mcl.io import check_output
@@ -51,8 +51,8 @@ def check_eval_args(args: argparse.Namespace, out_kind: str | None = "dir") -> N
         raise MclError(f"--points: a sweep needs at least 2 points and at most {MAX_POINTS}, got {points}")
     if args.base is not None:
         check_model_arg(args.base)
-    if out_kind and getattr(args, "out", None):
-        check_output(args.out, out_kind)
+    if getattr(args, "out", None):
+        check_output(args.out, "dir")
 
 
 def check_model_arg(name: str) -> None:

@@ -19,10 +19,9 @@ def _fit(args: argparse.Namespace) -> int:
     from mcl.adapters import read_adapter
     from mcl.analysis.objective import TaskObjective
     from mcl.data.load import load_tasks
+    from mcl.io import check_output
     from mcl.models import load_base
     from mcl.paths.fit import FitConfig, fit_curve
-
-    from mcl.io import check_output
 
     for name in ("steps", "batch_size", "max_len", "controls", "checkpoint_every"):
         if getattr(args, name) < 1:

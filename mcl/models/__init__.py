@@ -114,7 +114,7 @@ def load_tokenizer(name_or_path: str | os.PathLike):
     try:
         tok = AutoTokenizer.from_pretrained(resolve_model(name_or_path), trust_remote_code=False)
     except (OSError, ValueError) as e:
-        raise MclError(f"cannot load the tokenizer of {name_or_path}: {str(e).splitlines()[0]}") from None
+        raise MclError(f"cannot load the tokenizer of {name_or_path}: {(str(e).splitlines() or [repr(e)])[0]}") from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -130,7 +130,7 @@ def load_base(name_or_path: str | os.PathLike, dtype: torch.dtype | str = torch.
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=False)
     except (OSError, ValueError) as e:
-        raise MclError(f"cannot load model {name_or_path}: {str(e).splitlines()[0]}") from None
+        raise MclError(f"cannot load model {name_or_path}: {(str(e).splitlines() or [repr(e)])[0]}") from None
     if device:
         model.to(device)
     model.eval()

@@ -96,7 +96,7 @@ def _coerce(value: Any, target: Any, key: str) -> Any:
         return number
     if isinstance(target, list):
         if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
+            value = [v for v in value.split(",") if v]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise MclError(f"config key {key}: expected a list of names (strings), got {value!r}")
         return value
