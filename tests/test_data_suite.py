@@ -3,7 +3,10 @@
 import gzip
 import hashlib
 import json
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -73,7 +76,7 @@ def test_built_in_names_load_the_shipped_suite_without_building(tmp_path, monkey
     manifest = json.loads((SHIPPED_DIR / "suite.json").read_text())
     assert hashlib.sha256(json.dumps(manifest["sha256"], sort_keys=True).encode()).hexdigest() == V3_FILES_SHA256
     # the README's runs were trained on exactly these bytes: their run names (config + data hashes) still match
-    cfg = load_config("configs/tiny-suite-seq.yaml")
+    cfg = load_config(Path(__file__).parent.parent / "configs" / "tiny-suite-seq.yaml")
     assert cfg.run_dir([t.hash for t in tasks]).name == "tiny-suite-f58d63e8"
 
 
@@ -98,3 +101,24 @@ def test_cli_build_says_whether_it_matches_the_shipped_copy(tmp_path, monkeypatc
         assert "byte-identical to the shipped suite" in out and not compare_with_shipped(default_suite_dir())
     else:
         assert "differs from the shipped suite" in out
+
+
+_LOAD_SCRIPT = """
+import json, sys
+from mcl.data import load_tasks
+tasks = load_tasks(["mcl-suite"])
+print(json.dumps({"hashes": [t.hash for t in tasks], "torch": "torch" in sys.modules}))
+"""
+_OTHER_PYTHONS = sorted((Path.home() / ".pyenv" / "versions").glob("3.1[0-9]*/bin/python"))
+
+
+@pytest.mark.parametrize("python", [sys.executable, *map(str, _OTHER_PYTHONS)])
+def test_shipped_suite_loads_identically_without_torch(python):
+    """In a fresh interpreter (other Python versions where installed, bare: no torch), the same task hashes."""
+    root = Path(__file__).parent.parent
+    proc = subprocess.run([python, "-s", "-c", _LOAD_SCRIPT], capture_output=True, text=True, timeout=120,
+                          cwd=root, env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(root)})
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    got = json.loads(proc.stdout)
+    assert got["torch"] is False
+    assert got["hashes"] == [t.hash for t in load_tasks(["mcl-suite"])]

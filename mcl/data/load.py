@@ -70,6 +70,8 @@ def task_record(task: Task) -> dict[str, Any]:
 
 def load_recorded(record: dict[str, Any], where: str = "the checkpoint") -> Task:
     """The task a record names, checked to hold the same content; MclError when gone or changed."""
+    if not (isinstance(record, dict) and all(isinstance(record.get(k), str) for k in ("name", "source", "hash"))):
+        raise MclError(f"{where}: malformed task record in mcl.json ({record!r:.80}); pass --data TASK ...")
     name, source = record["name"], record["source"]
     if record.get("dir") is None:
         task = load_builtin(source)
