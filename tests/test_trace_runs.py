@@ -144,3 +144,13 @@ def test_epochs_list_must_fit_the_tasks(trace, tmp_path, capsys):
     assert "epochs_per_task lists 3 values for 2 tasks" in err and len(err.splitlines()) == 1
     assert main([*argv[:-2], "train.epochs_per_task=0", "--quiet"]) == 2
     assert "positive number" in capsys.readouterr().err
+
+
+def test_barrier_matrix_on_the_run_scores_the_recorded_dirs(run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the dirs are recorded absolutely: any working directory finds them
+    assert main(["barrier-matrix", str(run["dir"]), "--points", "2", "--limit", "4", "--quiet", "--no-cache",
+                 "--out", str(tmp_path / "bm")]) == 0
+    info = json.loads((tmp_path / "bm" / "barrier_matrix.json").read_text())
+    assert info["labels"] == ["0-C-STANCE/slow", "1-fomc/slow"]
+    barriers = (tmp_path / "bm" / "barriers.csv").read_text()
+    assert "C-STANCE" in barriers and ",fomc," in barriers
