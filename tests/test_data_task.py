@@ -1,5 +1,6 @@
-"""Task formats: loading TRACE-format dirs (.json, .jsonl, task.json) and one-line errors on bad input."""
+"""Task formats: loading TRACE-format dirs (.json, .jsonl, .gz, task.json) and one-line errors on bad input."""
 
+import gzip
 import json
 
 import pytest
@@ -20,14 +21,35 @@ def test_hand_written_trace_dir_loads(write_task_dir):
     assert task.split("test") == [Example("Capital of France?", "Paris")]
 
 
-def test_jsonl_and_default_spec(write_task_dir):
+def test_jsonl_and_explicit_metric_without_task_json(write_task_dir):
     d = write_task_dir("lines", {"train": ROWS, "test": ROWS}, jsonl=True)
-    task = load_task(str(d))
-    assert task.metric == "accuracy" and task.split("test")[1].answer == "Paris"
+    task = load_task(f"{d}:rouge_l")
+    assert task.metric == "rouge_l" and task.spec.max_new_tokens == 32 and task.split("test")[1].answer == "Paris"
+
+
+def test_gzipped_splits_read_like_plain_ones(write_task_dir):
+    d = write_task_dir("gz", {"train": ROWS}, spec={"metric": "accuracy"})
+    plain = load_task(d)
+    (d / "train.json.gz").write_bytes(gzip.compress((d / "train.json").read_bytes()))
+    (d / "train.json").unlink()
+    packed = load_task(d)
+    assert packed.split("train") == plain.split("train") and packed.hash == plain.hash
+
+
+def test_dir_without_task_json_is_an_error_naming_the_template(write_task_dir):
+    d = write_task_dir("NumGLUE_cm", {"train": ROWS})
+    with pytest.raises(MclError, match=r"no task.json; copy the TRACE template: mcl data template NumGLUE-cm") as e:
+        load_task(d)
+    assert "\n" not in str(e.value) and f"{d}:METRIC" in str(e.value)
+    d = write_task_dir("mine", {"train": ROWS})
+    with pytest.raises(MclError, match=r"mine: no task.json .*NAME: 20Minuten, C-STANCE, FOMC, MeetingBank"):
+        load_task(d)
+    with pytest.raises(MclError, match="unknown task"):
+        load_task(f"{d}:bleu")
 
 
 def test_hash_is_stable_and_content_sensitive(write_task_dir):
-    a = write_task_dir("a", {"train": ROWS})
+    a = write_task_dir("a", {"train": ROWS}, spec={})
     b = write_task_dir("b", {"train": ROWS}, spec={"name": "a"})
     c = write_task_dir("c", {"train": ROWS[:1]}, spec={"name": "a"})
     assert load_task(a).hash == load_task(b).hash != load_task(c).hash
@@ -35,7 +57,7 @@ def test_hash_is_stable_and_content_sensitive(write_task_dir):
 
 def _raises(path, match):
     with pytest.raises(MclError, match=match) as e:
-        load_task(path).split("train")
+        load_task(f"{path}:accuracy").split("train")
     assert str(path) in str(e.value) and "\n" not in str(e.value)
 
 
@@ -66,7 +88,7 @@ def test_bad_jsonl_names_line(tmp_path):
 
 
 def test_missing_split_and_empty_dir(write_task_dir, tmp_path):
-    d = write_task_dir("t", {"train": ROWS})
+    d = write_task_dir("t", {"train": ROWS}, spec={})
     with pytest.raises(MclError, match=r"t/eval.json \(or .jsonl\): split 'eval' not found"):
         load_task(d).split("eval")
     (tmp_path / "empty").mkdir()
@@ -88,6 +110,10 @@ def test_unknown_task_name_and_bad_spec(write_task_dir):
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "train.json").write_text(json.dumps([{"prompt": "a", "answer": "b"}, {"answer": "x"}]))
+    assert main(["data", "show", str(tmp_path / "t")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no task.json" in err
+    (tmp_path / "t" / "task.json").write_text("{}")
     assert main(["data", "show", str(tmp_path / "t")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "train.json: item 1: missing key 'prompt'" in err

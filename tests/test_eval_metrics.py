@@ -55,3 +55,43 @@ def test_chance_level_of_balanced_labels():
     refs = ["a", "b", "c", "d"] * 250
     assert chance_level(METRICS["accuracy"], ["a", "b", "c", "d"], refs, rounds=4) == pytest.approx(0.25, abs=0.03)
     assert chance_level(METRICS["accuracy"], ["a"], refs) == pytest.approx(0.25)
+
+
+# Published SARI values: the example of HF evaluate's `sari` metric card (26.9536..., keep 22.527..., del 50.0,
+# add 8.333...) and, with a second sentence, the corpus mean reported in its discussion #2 (29.1326...).
+SOURCE_1, PRED_1 = "About 95 species are currently accepted.", "About 95 you now get in."
+REFS_1 = ["About 95 species are currently known.", "About 95 species are now accepted.", "95 species are now accepted."]
+SOURCE_2, PRED_2 = "The cat perched on the mat.", "Cat on mat."
+REFS_2 = ["The cat sat on the mat.", "The cat is on the mat.", "The cat sat."]
+
+
+def test_sari_matches_published_values():
+    from mcl.eval.sari import sari, sari_parts
+
+    parts = sari_parts(SOURCE_1, PRED_1, REFS_1)
+    assert parts["sari"] * 100 == pytest.approx(26.953601953601954, abs=1e-9)
+    assert (parts["keep"] * 100, parts["del"] * 100, parts["add"] * 100) == pytest.approx(
+        (22.527472527472526, 50.0, 8.333333333333332), abs=1e-9)
+    corpus = (sari(SOURCE_1, PRED_1, REFS_1) + sari(SOURCE_2, PRED_2, REFS_2)) / 2
+    assert corpus * 100 == pytest.approx(29.13266517433184, abs=1e-9)
+
+
+def test_sari_metric_needs_sources_and_rewards_the_reference():
+    s = METRICS["sari"]
+    src = "Die Stadt hat beschlossen, die Strasse zu sanieren."
+    ref = "Die Stadt repariert die Strasse."
+    assert s([ref], [ref], [src]) > s([src], [ref], [src]) > 0
+    with pytest.raises(ValueError, match="needs one source"):
+        s([ref], [ref])
+
+
+def test_trace_metrics_as_trace_scores_them():
+    em, choice, py = METRICS["exact_match"], METRICS["answer_choice"], METRICS["py150_similarity"]
+    assert em.scores(["hawkish", " hawkish\n", "hawkish.", "12", "12 apples"], ["hawkish"] * 3 + ["12", "12"]) == [
+        1, 1, 0, 1, 0]
+    gold = "Answer: A\nBecause wax reduces friction."
+    assert choice.scores(["Answer: A\nBecause of wax.", "Answer: B\nBecause", "A"], [gold] * 3) == [1, 0, 0]
+    # <NUM_LIT> -> 0, <STR_LIT> -> '', <X_LIT:v> -> v before the edit similarity
+    assert py(["x = 0 + ''"], ["x = <NUM_LIT> + '<STR_LIT>'"]) == 1.0
+    assert py(["print ( 'hi' )"], ["print ( '<STR_LIT:hi>' )"]) == 1.0
+    assert py(["print ( 'ho' )"], ["print ( '<STR_LIT:hi>' )"]) < 1.0

@@ -52,3 +52,14 @@ def test_smollm2_conversion_knows_paris():
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=8, do_sample=False)
     assert "Paris" in tok.decode(out[0, ids["input_ids"].shape[1]:])
+
+
+def test_heldout_text_ships_and_fills_every_window(monkeypatch):
+    """The held-out loss reads only shipped text (not this interpreter's stdlib): 64 full windows of 256 tokens."""
+    from transformers import PreTrainedTokenizerFast
+
+    from mcl.models import tiny
+
+    monkeypatch.setattr(tiny, "stdlib_files", lambda split: pytest.fail("held-out text must not come from the stdlib"))
+    tok = PreTrainedTokenizerFast.from_pretrained(tiny.ASSET_DIR)
+    assert len(tiny.heldout_texts()) == 6 and len(tiny.heldout_stream(tok)) >= 64 * 256

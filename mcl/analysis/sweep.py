@@ -49,7 +49,7 @@ def _task_description(task: TaskEvaluator) -> dict[str, Any]:
 
 
 def _score(task: TaskEvaluator, model: torch.nn.Module, metric: bool) -> dict[str, Any]:
-    score = task.metric(task.predictions(model), [e.answer for e in task.examples]) if metric else None
+    score = task.score(task.predictions(model)) if metric else None
     return {"loss": task.loss_evaluator.loss(model), "metric": score, "metric_name": task.metric.name,
             "higher_is_better": task.metric.higher_is_better}
 

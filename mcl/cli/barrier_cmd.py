@@ -27,7 +27,8 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     """Flags shared by barrier, curve, plane and barrier-matrix: base model, data and evaluation settings."""
     p.add_argument("--base", metavar="MODEL", help="base model (name, dir or hub id); default: the adapters' base model")
     p.add_argument("--data", nargs="+", metavar="TASK",
-                   help="built-in task names or task dirs; default: the tasks named in the checkpoints' mcl.json")
+                   help="built-in task names or task dirs; default: exactly the data the checkpoints were trained "
+                        "on (recorded in their mcl.json)")
     p.add_argument("--split", default="eval", choices=["eval", "test"], help="split to evaluate (default eval)")
     p.add_argument("--metric", action="store_true", help="also score the task metric on greedy generations (slower)")
     p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N examples of each task")
@@ -83,14 +84,25 @@ def base_of(states: Sequence[AdapterState], override: str | None) -> str:
     return named[0]
 
 
-def tasks_of(states: Sequence[AdapterState], override: Sequence[str] | None) -> list[str]:
-    """The tasks to evaluate: `--data`, else the `task` of each checkpoint's mcl.json (in order, once each)."""
+def tasks_of(states: Sequence[AdapterState], override: Sequence[str] | None) -> list:
+    """The tasks to evaluate: `--data`, else the data recorded in each checkpoint's mcl.json (in order, once each).
+
+    Recorded tasks come back as `Task`s whose content hash was checked (gone or changed data is a one-line
+    error); checkpoints from before data records name their task only and resolve by name.
+    """
+    from mcl.data.load import load_recorded
+
     if override:
         return list(override)
-    names = list(dict.fromkeys(s.meta["task"] for s in states if s.meta.get("task")))
-    if not names:
+    found: dict[str, Any] = {}
+    for s in states:
+        for rec in s.meta.get("tasks") or []:
+            found.setdefault(rec.get("name") if isinstance(rec, dict) else repr(rec), (rec, s.label))
+        if not s.meta.get("tasks") and s.meta.get("task"):
+            found.setdefault(s.meta["task"], None)
+    if not found:
         raise MclError("no tasks to evaluate: pass --data TASK ... (the checkpoints' mcl.json name no task)")
-    return names
+    return [name if entry is None else load_recorded(entry[0], entry[1]) for name, entry in found.items()]
 
 
 def load_model_and_tasks(args: argparse.Namespace, states: Sequence[AdapterState], split: str | None = None):

@@ -42,13 +42,14 @@ def _matrix(args: argparse.Namespace) -> int:
     if not args.out and not is_run:
         raise MclError("pass --out DIR (the default, RUN_DIR/analysis/barrier-matrix, needs a run dir)")
     check_output(args.out or Path(args.checkpoints[0]) / "analysis" / "barrier-matrix", "dir")
+    states = [read_adapter(d) for d in dirs]
+    apply_base_override(states, args.base)
     run_config = Path(args.checkpoints[0]) / "config.yaml"
-    if is_run and not args.data and run_config.is_file():
+    recorded = any(s.meta.get("tasks") for s in states)  # checkpoints that record their data score exactly it
+    if is_run and not args.data and not recorded and run_config.is_file():
         import yaml
 
         args.data = yaml.safe_load(run_config.read_text()).get("tasks")
-    states = [read_adapter(d) for d in dirs]
-    apply_base_override(states, args.base)
     space = get_space(args.space)
     space.validate(states)
     labels = [d.name if d.name not in ("fast", "slow") else f"{d.parent.name}/{d.name}" for d in dirs]

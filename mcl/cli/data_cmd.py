@@ -1,27 +1,38 @@
-"""`mcl data build [--out DIR] [--seed N] [--train N --eval N --test N]` and `mcl data show TASK`."""
+"""`mcl data build|show|check|template`: the suite's recipe, inspecting tasks, validating TRACE downloads."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
+from pathlib import Path
 
 from mcl.data.suite.common import Sizes
+from mcl.errors import MclError
 
 
 def _build(args: argparse.Namespace) -> int:
-    from mcl.data.suite import SUITE, build_suite
-    from mcl.errors import MclError
+    from mcl.data.suite import SHIPPED_DIR, SUITE, build_suite, compare_with_shipped, is_shipped
     from mcl.io import check_output
 
     if min(args.train, args.eval, args.test) < 1:
         raise MclError(f"--train, --eval and --test must be >= 1 (got {args.train}, {args.eval}, {args.test})")
     if args.out:
         check_output(args.out, "dir")
-    out = build_suite(args.out, args.seed, Sizes(args.train, args.eval, args.test))
+    sizes = Sizes(args.train, args.eval, args.test)
+    out = build_suite(args.out, args.seed, sizes)
     print(f"wrote {len(SUITE)} tasks ({args.train}/{args.eval}/{args.test} train/eval/test) to {out}")
     for name in SUITE:
         spec = json.loads((out / name / "task.json").read_text(encoding="utf-8"))
         print(f"  {name:<9} {spec['metric']:<16} chance {spec['chance']:.3f}  {spec['answer_format']}")
+    if not is_shipped(args.seed, sizes):
+        print(f"the shipped suite ({SHIPPED_DIR}) is seed 0 at the default sizes: nothing to compare; "
+              f"use this build by its path ({out}/TASK)")
+    elif differ := compare_with_shipped(out):
+        print(f"differs from the shipped suite in {len(differ)} files ({', '.join(differ)}); built-in task names "
+              f"keep using the shipped copy {SHIPPED_DIR}")
+    else:
+        print(f"byte-identical to the shipped suite {SHIPPED_DIR}")
     return 0
 
 
@@ -29,18 +40,58 @@ def _show(args: argparse.Namespace) -> int:
     from mcl.data.load import load_task
 
     task = load_task(args.task)
-    print(json.dumps(task.spec.to_json(), indent=2))
+    print(json.dumps(task.spec.to_json(), indent=2, ensure_ascii=False))
     for e in task.split(args.split)[: args.n]:
         print(f"--- prompt\n{e.prompt}\n--- answer\n{e.answer}")
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from mcl.data.load import load_task
+    from mcl.data.task import SPLITS
+
+    problems = 0
+    for d in args.dirs:
+        try:
+            task = load_task(d)
+            missing = [s for s in SPLITS if s not in task.available_splits()]
+            sizes = ", ".join(f"{s} {len(task.split(s))}" for s in task.available_splits())
+            if missing:
+                raise MclError(f"{d}: missing split(s) {', '.join(missing)} ({'/'.join(missing)}.json); has {sizes}")
+            print(f"ok  {d}: {task.name}, {task.metric}, max_new_tokens {task.spec.max_new_tokens}; {sizes}")
+        except MclError as e:
+            problems += 1
+            print(f"BAD {e}")
+    if problems:
+        raise MclError(f"{problems} of {len(args.dirs)} task dirs have problems (listed above)")
+    return 0
+
+
+def _template(args: argparse.Namespace) -> int:
+    from mcl.data.task import SPEC_FILE, TEMPLATE_DIR, trace_templates
+
+    if args.name not in trace_templates():
+        raise MclError(f"unknown TRACE template {args.name!r}; templates: {', '.join(trace_templates())}")
+    src = TEMPLATE_DIR / f"{args.name}.json"
+    if args.dir is None:
+        print(src.read_text(encoding="utf-8"), end="")
+        return 0
+    dest = Path(args.dir) / SPEC_FILE
+    if not Path(args.dir).is_dir():
+        raise MclError(f"{args.dir}: not a directory")
+    if dest.exists() and not args.force:
+        raise MclError(f"{dest} exists; pass --force to overwrite it")
+    shutil.copyfile(src, dest)
+    print(f"wrote {dest} ({args.name})")
+    return 0
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register `mcl data ...`."""
-    p = sub.add_parser("data", help="build the offline task suite and inspect tasks")
+    p = sub.add_parser("data", help="the offline task suite, task inspection and TRACE task dirs")
     dsub = p.add_subparsers(dest="data_command", required=True)
-    build = dsub.add_parser("build", help="write the 8-task suite `mcl-suite` as TRACE-format dirs")
-    build.add_argument("--out", help="output dir (default: mcl's cache, where built-in task names resolve)")
+    build = dsub.add_parser("build", help="rebuild the 8-task suite `mcl-suite` (the recipe of the shipped copy)")
+    build.add_argument("--out", help="output dir (default: mcl's cache)")
     build.add_argument("--seed", type=int, default=0, help="generation seed (same seed, same bytes)")
     defaults = Sizes()
     for split in ("train", "eval", "test"):
@@ -51,3 +102,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     show.add_argument("--split", default="train", choices=["train", "eval", "test"])
     show.add_argument("-n", type=int, default=3, help="examples to print")
     show.set_defaults(func=_show)
+    check = dsub.add_parser("check", help="validate task dirs (e.g. a TRACE download): splits, task.json, rows")
+    check.add_argument("dirs", nargs="+", metavar="DIR")
+    check.set_defaults(func=_check)
+    template = dsub.add_parser("template", help="print a TRACE task.json template, or copy it into a task dir")
+    template.add_argument("name", help="C-STANCE, FOMC, MeetingBank, Py150, ScienceQA, NumGLUE-cm, NumGLUE-ds, 20Minuten")
+    template.add_argument("dir", nargs="?", help="task dir to write task.json into")
+    template.add_argument("--force", action="store_true", help="overwrite an existing task.json")
+    template.set_defaults(func=_template)

@@ -2,21 +2,31 @@
 
 - `task`: `Example`, `TaskSpec`, `Task`, reading TRACE-format dirs (.json / .jsonl splits + task.json)
 - `load`: `load_task(name_or_path)`, `load_tasks(names)` (built-in names and `mcl-suite`)
-- `suite`: the 8-task offline suite `mcl-suite` and `build_suite`
+- `suite`: the 8-task offline suite `mcl-suite` (shipped in `mcl/data/assets`) and its recipe `build_suite`
 - `tokenize`: the loss convention (DESIGN.md §3), right-padded `collate`, left-padded `collate_prompts`
 - `sources`: offline text shared with the tiny model's pretraining (stdlib split)
 
-Metrics and evaluation live in `mcl.eval`.
+Metrics and evaluation live in `mcl.eval`. Names load lazily (PEP 562), so reading tasks and the
+shipped suite needs neither torch nor transformers (only `tokenize` imports torch).
 """
 
-from mcl.data.load import load_task, load_tasks
-from mcl.data.suite import SUITE, SUITE_NAME, build_suite, ensure_suite
-from mcl.data.suite.common import Sizes
-from mcl.data.task import SPLITS, Example, Task, TaskSpec, read_examples
-from mcl.data.tokenize import IGNORE, Encoded, collate, collate_prompts, encode_examples, encode_prompts, pad_id
+from __future__ import annotations
 
-__all__ = [
-    "IGNORE", "SPLITS", "SUITE", "SUITE_NAME", "Encoded", "Example", "Sizes", "Task", "TaskSpec", "build_suite",
-    "collate", "collate_prompts", "encode_examples", "encode_prompts", "ensure_suite", "load_task", "load_tasks",
-    "pad_id", "read_examples",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "load_task": "load", "load_tasks": "load",
+    "SUITE": "suite", "SUITE_NAME": "suite", "build_suite": "suite", "ensure_suite": "suite",
+    "Sizes": "suite.common",
+    "SPLITS": "task", "Example": "task", "Task": "task", "TaskSpec": "task", "read_examples": "task",
+    "IGNORE": "tokenize", "Encoded": "tokenize", "collate": "tokenize", "collate_prompts": "tokenize",
+    "encode_examples": "tokenize", "encode_prompts": "tokenize", "pad_id": "tokenize",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'mcl.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"mcl.data.{_EXPORTS[name]}"), name)

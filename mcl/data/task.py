@@ -1,17 +1,21 @@
 """Task formats: an `Example` is (prompt, answer); a `Task` is a named spec plus train/eval/test splits.
 
 A task directory holds `train.json`, `eval.json`, `test.json` (TRACE style: a JSON list of
-`{"prompt": ..., "answer": ...}` objects) or the same splits as `.jsonl` (one object per line), and an
-optional `task.json` spec (`TaskSpec` fields: metric, max_new_tokens, labels, ...). Splits load when
-first asked for, so a directory may hold only the splits a user needs. Every malformed input raises
-`MclError` naming the file and the item index or line. Resolving built-in suite names lives in
+`{"prompt": ..., "answer": ...}` objects) or the same splits as `.jsonl` (one object per line), either
+optionally gzipped (`train.json.gz`), and a `task.json` spec (`TaskSpec` fields: metric,
+max_new_tokens, labels, ...). Without `task.json` a directory loads only when the caller names the
+metric (`load_task_dir(dir, metric=...)`): a silent default metric would score TRACE tasks wrongly.
+Splits load when first asked for, so a directory may hold only the splits a user needs. Every
+malformed input raises `MclError` naming the file and the item index or line. Resolving built-in suite names lives in
 `mcl.data.suite`; tokenisation in `mcl.data.tokenize`.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
@@ -22,6 +26,8 @@ from mcl.io import check_name, sha256_json
 
 SPLITS = ("train", "eval", "test")
 SPEC_FILE = "task.json"
+SPLIT_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
+TEMPLATE_DIR = Path(__file__).parent / "templates" / "trace"
 
 
 @dataclass(frozen=True)
@@ -52,11 +58,16 @@ class TaskSpec:
 
 @dataclass(frozen=True, eq=False)
 class Task:
-    """A task: its spec, its directory (if any) and its splits (loaded on first use)."""
+    """A task: its spec, its directory (if any) and its splits (loaded on first use).
+
+    `source` is how the user named it (a built-in name, or a dir as given); `builtin` marks the shipped suite.
+    """
 
     spec: TaskSpec
     path: Path | None = None
     preloaded: dict[str, list[Example]] = field(default_factory=dict)
+    source: str = ""
+    builtin: bool = False
 
     @property
     def name(self) -> str:
@@ -96,7 +107,7 @@ class Task:
 
 
 def _split_file(task_dir: Path, split: str) -> Path | None:
-    for ext in (".json", ".jsonl"):
+    for ext in SPLIT_SUFFIXES:
         f = task_dir / f"{split}{ext}"
         if f.is_file():
             return f
@@ -114,16 +125,25 @@ def _example(obj: Any, where: str) -> Example:
     return Example(obj["prompt"], obj["answer"])
 
 
+def read_bytes(path: Path) -> bytes:
+    """A file's bytes, gunzipped when its name ends in .gz; MclError when unreadable."""
+    try:
+        raw = path.read_bytes()
+        return gzip.decompress(raw) if path.suffix == ".gz" else raw
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise MclError(f"{path}: cannot read ({e})") from None
+
+
 def read_examples(path: str | os.PathLike) -> list[Example]:
-    """Read a TRACE .json list or a .jsonl file of {prompt, answer} objects; MclError on bad input."""
+    """Read a TRACE .json list or a .jsonl file (either may be gzipped) of {prompt, answer} objects."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
+        text = read_bytes(path).decode("utf-8")
+    except UnicodeDecodeError as e:
         raise MclError(f"{path}: cannot read ({e})") from None
     if not text.strip():
         raise MclError(f"{path}: empty file; expected {{prompt, answer}} examples")
-    if path.suffix == ".jsonl":
+    if path.name.removesuffix(".gz").endswith(".jsonl"):
         out = []
         for lineno, line in enumerate(text.splitlines(), 1):
             if line.strip():
@@ -145,11 +165,38 @@ def read_examples(path: str | os.PathLike) -> list[Example]:
     return out
 
 
-def read_spec(task_dir: Path) -> TaskSpec:
-    """The spec in `task_dir/task.json`, or defaults named after the directory when absent."""
+def trace_templates() -> list[str]:
+    """Names of the shipped TRACE task.json templates (mcl/data/templates/trace)."""
+    return sorted(f.stem for f in TEMPLATE_DIR.glob("*.json"))
+
+
+def _squash(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def matching_template(task_dir: Path) -> str | None:
+    """The TRACE template named like `task_dir` (case, '-' and '_' ignored), if any."""
+    return next((t for t in trace_templates() if _squash(t) == _squash(task_dir.name)), None)
+
+
+def missing_spec_error(task_dir: Path) -> MclError:
+    """The one-line error for a task dir without task.json: which template to copy, or how to name a metric."""
+    hint = f"or name the metric: {task_dir}:METRIC"
+    if (t := matching_template(task_dir)) is not None:
+        return MclError(f"{task_dir}: no {SPEC_FILE}; copy the TRACE template: mcl data template {t} {task_dir} ({hint})")
+    return MclError(f"{task_dir}: no {SPEC_FILE} (metric, generation length); write one, copy a TRACE template "
+                    f"(mcl data template NAME {task_dir}; NAME: {', '.join(trace_templates())}) {hint}")
+
+
+def read_spec(task_dir: Path, metric: str | None = None) -> TaskSpec:
+    """The spec in `task_dir/task.json`; without one, defaults with the explicitly given `metric` (else MclError)."""
     f = task_dir / SPEC_FILE
     if not f.is_file():
-        return TaskSpec(name=check_name(task_dir.name or task_dir.resolve().name, f"{task_dir}: task name"))
+        if metric is None:
+            raise missing_spec_error(task_dir)
+        spec = TaskSpec(name=check_name(task_dir.name or task_dir.resolve().name, f"{task_dir}: task name"), metric=metric)
+        _check_spec(spec, task_dir)
+        return spec
     try:
         obj = json.loads(f.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -168,6 +215,8 @@ def read_spec(task_dir: Path) -> TaskSpec:
 def _check_spec(spec: TaskSpec, where: Path) -> None:
     from mcl.eval.metrics import METRICS  # leaf module: metric names only
 
+    if not isinstance(spec.name, str) or not spec.name:
+        raise MclError(f"{where}: name must be a non-empty string")
     if spec.metric not in METRICS:
         raise MclError(f"{where}: unknown metric {spec.metric!r}; known: {', '.join(METRICS)}")
     if not isinstance(spec.max_new_tokens, int) or spec.max_new_tokens < 1:
@@ -178,12 +227,14 @@ def _check_spec(spec: TaskSpec, where: Path) -> None:
         raise MclError(f"{where}: chance must be a number")
 
 
-def load_task_dir(task_dir: str | os.PathLike) -> Task:
-    """Load a task directory (splits are read when first used); MclError if it holds no split."""
+def load_task_dir(task_dir: str | os.PathLike, metric: str | None = None) -> Task:
+    """Load a task directory (splits are read when first used); MclError if it holds no split or no spec.
+
+    `metric` scores a directory without task.json (ignored when task.json exists).
+    """
     task_dir = Path(task_dir)
     if not task_dir.is_dir():
         raise MclError(f"{task_dir}: not a task directory")
-    task = Task(read_spec(task_dir), task_dir)
-    if not task.available_splits():
-        raise MclError(f"{task_dir}: no split files; expected train/eval/test .json or .jsonl")
-    return task
+    if not any(_split_file(task_dir, s) for s in SPLITS):
+        raise MclError(f"{task_dir}: no split files; expected train/eval/test .json or .jsonl (optionally .gz)")
+    return Task(read_spec(task_dir, metric), task_dir)

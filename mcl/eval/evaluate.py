@@ -49,19 +49,24 @@ class TaskEvaluator:
             self.batch_size, self.max_len,
         )
 
+    def score(self, predictions: list[str]) -> float:
+        """The task metric of `predictions` (one per example of the split; sources are the prompts)."""
+        return self.metric(predictions, [e.answer for e in self.examples], [e.prompt for e in self.examples])
+
     @cached_property
     def chance(self) -> float:
         """The task's chance level: its spec's value, else random train answers scored on this split."""
         if self.task.spec.chance is not None:
             return self.task.spec.chance
         pool = [e.answer for e in self.task.split("train" if "train" in self.task.available_splits() else self.split)]
-        return chance_level(self.metric, pool, [e.answer for e in self.examples])
+        return chance_level(self.metric, pool, [e.answer for e in self.examples],
+                            sources=[e.prompt for e in self.examples])
 
     def evaluate(self, model, generate: bool = True) -> dict[str, Any]:
         """{task, split, n, loss, metric, metric_name, higher_is_better, chance}; metric None without generation."""
         score = None
         if generate:
-            score = self.metric(self.predictions(model), [e.answer for e in self.examples])
+            score = self.score(self.predictions(model))
         return {
             "task": self.task.name,
             "split": self.split,

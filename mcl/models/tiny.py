@@ -2,11 +2,16 @@
 
 Its pretraining corpus is the `pretrain` split of the Python standard library (code, comments and
 docstrings; see `mcl.data.sources`), never the suite's task data. The weights ship with the package
-(`assets/tiny`, fp16); `retrain()` reproduces them from the recorded command and seed.
+(`assets/tiny`, fp16); `retrain()` reproduces them from the recorded command and seed (on the Python
+version that made them, 3.11: the stdlib differs between versions). The held-out text ships too
+(`assets/tiny-heldout.json.gz`: the first held-out stdlib files of Python 3.11 that fill the 64
+windows the held-out loss reads), so `mcl models info tiny --heldout` gives one number everywhere.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import math
 import time
@@ -18,9 +23,12 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from mcl.data.sources import read_text, stdlib_files
+from mcl.errors import MclError
 from mcl.io import atomic_path, write_json_atomic
 
 ASSET_DIR = Path(__file__).parent / "assets" / "tiny"
+HELDOUT_FILE = Path(__file__).parent / "assets" / "tiny-heldout.json.gz"
+HELDOUT_SHA256 = "25945bdb757fa1c34202cbf348644ac1645e46db8c2e2250421425d5b9132c3d"  # of the uncompressed JSON
 SPECIALS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
 
 
@@ -107,7 +115,7 @@ def retrain(out_dir: Path = ASSET_DIR, spec: TinySpec | None = None, log_every: 
     texts = [read_text(f) for f in stdlib_files("pretrain")]
     tokenizer = train_tokenizer(texts, spec.vocab_size)
     stream = _token_stream(tokenizer, texts)
-    held = _token_stream(tokenizer, [read_text(f) for f in stdlib_files("heldout")])
+    held = heldout_stream(tokenizer)
     model = LlamaForCausalLM(model_config(spec, tokenizer))
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
@@ -164,6 +172,14 @@ def retrain(out_dir: Path = ASSET_DIR, spec: TinySpec | None = None, log_every: 
     return info
 
 
+def heldout_texts() -> list[str]:
+    """The shipped held-out texts (Python 3.11 stdlib files never seen in pretraining), hash-checked."""
+    raw = gzip.decompress(HELDOUT_FILE.read_bytes())
+    if hashlib.sha256(raw).hexdigest() != HELDOUT_SHA256:
+        raise MclError(f"{HELDOUT_FILE}: content differs from its recorded sha256; reinstall mcl")
+    return [f["text"] for f in json.loads(raw)["files"]]
+
+
 def heldout_stream(tokenizer: PreTrainedTokenizerFast) -> torch.Tensor:
-    """Token stream of the held-out stdlib files (never seen in pretraining)."""
-    return _token_stream(tokenizer, [read_text(f) for f in stdlib_files("heldout")])
+    """Token stream of the shipped held-out texts."""
+    return _token_stream(tokenizer, heldout_texts())

@@ -22,9 +22,14 @@ from mcl.io import check_name, sha256_json
 
 @dataclass
 class TrainSpec:
-    """Optimisation settings shared by every method."""
+    """Optimisation settings shared by every method.
+
+    `epochs_per_task` (TRACE trains by epochs): one number for every task or a list with one per task;
+    when set it replaces `steps_per_task` with ceil(epochs × train examples / (batch_size × grad_accum)).
+    """
 
     steps_per_task: int = 200
+    epochs_per_task: Any = None  # None | number | list of numbers, one per task
     batch_size: int = 16
     grad_accum: int = 1
     lr: float = 1e-3
@@ -35,6 +40,25 @@ class TrainSpec:
     mixed_precision: str = "no"  # no | bf16 | fp16 (GPU)
     checkpoint_every: int = 50
     seed: int = 0
+
+    def epochs(self, n_tasks: int) -> list[float] | None:
+        """Epochs per task (None: train by `steps_per_task`); MclError when the list does not fit the tasks."""
+        e = self.epochs_per_task
+        if e is None:
+            return None
+        values = list(e) if isinstance(e, (list, tuple)) else [e] * n_tasks
+        if len(values) != n_tasks:
+            raise MclError(f"train.epochs_per_task lists {len(values)} values for {n_tasks} tasks; give one per task "
+                           f"or a single number")
+        return values
+
+    def phase_steps(self, train_sizes: list[int], task_ids: list[int]) -> int:
+        """Optimizer steps of a phase over `task_ids` (train_sizes: examples per task of the run)."""
+        epochs = self.epochs(len(train_sizes))
+        if epochs is None:
+            return self.steps_per_task * len(task_ids)
+        examples = sum(epochs[i] * train_sizes[i] for i in task_ids)
+        return max(1, math.ceil(examples / (self.batch_size * self.grad_accum)))
 
 
 @dataclass
@@ -70,6 +94,8 @@ class RunConfig:
         """Hash of everything that changes results: the config (not where runs go) and the task data."""
         d = self.to_dict()
         d.pop("runs_dir")
+        if d["train"]["epochs_per_task"] is None:  # added later: runs without it keep their names
+            d["train"].pop("epochs_per_task")
         return sha256_json({"config": d, "data": data_hashes})[:8]
 
     def run_dir(self, data_hashes: list[str]) -> Path:
@@ -94,6 +120,11 @@ def _coerce(value: Any, target: Any, key: str) -> Any:
                 raise MclError(f"config key {key}: expected an integer, got {value!r}")
             return int(number)
         return number
+    if key == "train.epochs_per_task" and isinstance(value, str):
+        try:
+            return [float(v) if "." in v else int(v) for v in value.split(",") if v]
+        except ValueError:
+            raise MclError(f"config key {key}: expected numbers, got {value!r}") from None
     if isinstance(target, list):
         if isinstance(value, str):
             value = [v for v in value.split(",") if v]
@@ -132,6 +163,13 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def _check_epochs(value: Any) -> None:
+    values = value if isinstance(value, list) else [] if value is None else [value]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values) or value == []:
+        raise MclError(f"train.epochs_per_task must be a positive number or a list of them, one per task "
+                       f"(got {value!r})")
+
+
 def validate(cfg: RunConfig) -> None:
     """Reject values that cannot train (one-line MclError)."""
     from mcl.train.methods import METHODS
@@ -157,6 +195,7 @@ def validate(cfg: RunConfig) -> None:
         raise MclError("tasks must name at least one task")
     if len(set(cfg.tasks)) != len(cfg.tasks):
         raise MclError(f"tasks contains duplicates: {cfg.tasks}")
+    _check_epochs(cfg.train.epochs_per_task)
     if cfg.train.mixed_precision not in ("no", "bf16", "fp16"):
         raise MclError(f"train.mixed_precision must be no|bf16|fp16 (got {cfg.train.mixed_precision!r})")
     METHODS[cfg.method].check_args(cfg.method_args)

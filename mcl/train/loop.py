@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from mcl.adapters import get_state, set_state
 from mcl.data import load_tasks
+from mcl.data.load import task_record
 from mcl.errors import MclError
 from mcl.io import atomic_path, check_output, write_json_atomic, write_text_atomic
 from mcl.train.config import RunConfig
@@ -122,6 +123,7 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
         raise MclError(f"task names must be unique within a run: {names}")
+    cfg.train.epochs(len(tasks))  # a wrong-length epochs list fails before any model loads
     run_dir = cfg.run_dir([t.hash for t in tasks])
     check_output(run_dir, "dir")
     state_dir = run_dir / "state"
@@ -155,7 +157,7 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
         if phase == done and done > 0 and not mid_phase:
             _load_state(state_dir, method)  # end-of-phase state: adapters, method memory, RNG
         method.begin_task(phase, task_ids)
-        total = cfg.train.steps_per_task * len(task_ids)
+        total = cfg.train.phase_steps([len(d.train) for d in data], task_ids)
         params = method.trainable()
         optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         start = 0
@@ -200,7 +202,8 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
         if main:
             task_dir = run_dir / "tasks" / f"{phase}-{name}"
             method.save_task(task_dir, {"task": name, "phase": phase, "method": cfg.method,
-                                        "step": total, "run": run_dir.name})
+                                        "step": total, "run": run_dir.name,
+                                        "tasks": [task_record(tasks[i]) for i in task_ids]})
             scores = {view: {} for view in method.views}
             for view in method.views:
                 for i in range(len(names)):

@@ -1,23 +1,30 @@
 """The built-in offline suite `mcl-suite`: 8 tasks of different domains and answer formats.
 
 `SUITE` is the registry, in the suite's training order; each task lives in its own module here.
-`build_suite` writes every task as a TRACE-format directory (train/eval/test.json + task.json) plus a
-`suite.json` manifest, byte-identically for a seed and sizes on one Python version (the code and
-docqa tasks read this interpreter's standard library). `ensure_suite` builds the default copy in
-mcl's cache on first use.
+The default suite (seed 0, 1000/200/200) ships inside the package (`mcl/data/assets/mcl-suite-v3`:
+task.json + gzipped splits + the `suite.json` manifest with each file's sha256), built once on
+Python 3.11, so every machine and Python version trains on the same bytes; `shipped_suite_dir`
+checks those hashes once per process. `build_suite` is the recipe: it writes every task as a
+TRACE-format directory plus a manifest, byte-identically for a seed and sizes on one Python version
+(the code and docqa tasks read this interpreter's standard library); `compare_with_shipped` says
+whether a build equals the shipped copy. `ensure_suite` gives the shipped copy for the default seed
+and sizes and builds any other in mcl's cache on first use.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import platform
 import random
 from dataclasses import asdict, replace
+from functools import lru_cache
 from pathlib import Path
 
 from mcl.data.suite import arith, code, docqa, fomc, meeting, simplify, stance, topic
 from mcl.data.suite.common import Sizes, SuiteTask
-from mcl.data.task import SPEC_FILE, SPLITS, TaskSpec
+from mcl.data.task import SPEC_FILE, SPLITS, TaskSpec, read_bytes
 from mcl.errors import MclError
 from mcl.io import atomic_path, cache_root, sha256_file
 
@@ -27,6 +34,7 @@ MANIFEST = "suite.json"
 SUITE: dict[str, SuiteTask] = {
     t.spec.name: t for t in [stance.TASK, fomc.TASK, meeting.TASK, code.TASK, docqa.TASK, arith.TASK, topic.TASK, simplify.TASK]
 }
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "assets" / f"{SUITE_NAME}-v{SUITE_VERSION}"
 
 
 def default_suite_dir(seed: int = 0, sizes: Sizes = Sizes()) -> Path:
@@ -77,8 +85,71 @@ def build_suite(out: str | Path | None = None, seed: int = 0, sizes: Sizes = Siz
     return out
 
 
+def _manifest(suite_dir: Path) -> dict:
+    return json.loads((suite_dir / MANIFEST).read_text(encoding="utf-8"))
+
+
+def _stored(suite_dir: Path, rel: str) -> Path:
+    """The file holding manifest entry `rel` (`topic/train.json`): itself, or its gzipped copy."""
+    f = suite_dir / rel
+    return f if f.is_file() else f.with_name(f.name + ".gz")
+
+
+def verify_suite(suite_dir: Path) -> dict:
+    """The suite's manifest, after checking every file's sha256 (of its uncompressed bytes) against it."""
+    if not (suite_dir / MANIFEST).is_file():
+        raise MclError(f"{suite_dir}: no {MANIFEST}; not an mcl suite dir")
+    manifest = _manifest(suite_dir)
+    for rel, digest in manifest["sha256"].items():
+        f = _stored(suite_dir, rel)
+        if not f.is_file():
+            raise MclError(f"{suite_dir}: {rel} is missing; reinstall mcl (or rebuild: mcl data build)")
+        if hashlib.sha256(read_bytes(f)).hexdigest() != digest:
+            raise MclError(f"{f}: content differs from {MANIFEST} (sha256); reinstall mcl (or rebuild: mcl data build)")
+    return manifest
+
+
+@lru_cache(maxsize=1)
+def shipped_suite_dir() -> Path:
+    """The suite shipped in the package (seed 0, default sizes), its hashes checked once per process."""
+    verify_suite(SHIPPED_DIR)
+    return SHIPPED_DIR
+
+
+def pack_suite(src: str | Path, dest: str | Path) -> Path:
+    """Copy a built suite as the package ships it: manifest and task.json as they are, splits gzipped."""
+    src, dest = Path(src), Path(dest)
+    manifest = verify_suite(src)
+    with atomic_path(dest) as tmp:
+        tmp.mkdir()
+        (tmp / MANIFEST).write_bytes((src / MANIFEST).read_bytes())
+        for rel in manifest["sha256"]:
+            (tmp / rel).parent.mkdir(exist_ok=True)
+            data = (src / rel).read_bytes()
+            if rel.endswith(SPEC_FILE):
+                (tmp / rel).write_bytes(data)
+            else:
+                (tmp / f"{rel}.gz").write_bytes(gzip.compress(data, compresslevel=9, mtime=0))
+    verify_suite(dest)
+    return dest
+
+
+def compare_with_shipped(suite_dir: str | Path) -> list[str]:
+    """Files of a built suite whose content differs from the shipped copy ([] = byte-identical)."""
+    built, shipped = _manifest(Path(suite_dir))["sha256"], _manifest(SHIPPED_DIR)["sha256"]
+    return sorted(rel for rel in {**built, **shipped} if built.get(rel) != shipped.get(rel))
+
+
+def is_shipped(seed: int, sizes: Sizes) -> bool:
+    """Whether the package ships the suite for this seed and these sizes."""
+    m = _manifest(SHIPPED_DIR)
+    return seed == m["seed"] and asdict(sizes) == m["sizes"]
+
+
 def ensure_suite(seed: int = 0, sizes: Sizes = Sizes()) -> Path:
-    """The cached suite dir for `seed` and `sizes`, built on first use."""
+    """The suite dir for `seed` and `sizes`: the shipped copy for the defaults, else built in the cache on first use."""
+    if is_shipped(seed, sizes):
+        return shipped_suite_dir()
     out = default_suite_dir(seed, sizes)
     if not (out / MANIFEST).is_file():
         build_suite(out, seed, sizes)
