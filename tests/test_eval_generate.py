@@ -1,4 +1,4 @@
-"""Batched greedy generation, evaluate_task and the `mcl eval` command."""
+"""Batched greedy generation, evaluate_task (whole and sharded) and the `mcl eval` command."""
 
 import json
 
@@ -9,6 +9,7 @@ from peft import LoraConfig, get_peft_model
 from mcl.cli.main import main
 from mcl.data import load_task
 from mcl.eval import evaluate_task, greedy_generate
+from mcl.eval.evaluate import TaskEvaluator
 
 PROMPTS = ["Ana has 4 apples.\nAnswer:", "def add(a, b):\n", "Target: bike lanes\nPost: Bike lanes should be expanded.\nStance:"]
 
@@ -53,6 +54,20 @@ def test_evaluate_task_reports_loss_metric_and_chance(tiny_llama, tiny_tokenizer
     assert r["chance"] == 1.0  # every train answer is the reference
     loss_only = evaluate_task(tiny_llama, tiny_tokenizer, load_task(qa_task), "eval", generate=False)
     assert loss_only["metric"] is None and loss_only["loss"] == pytest.approx(r["loss"])
+
+
+def test_shards_parts_sum_exactly_to_the_whole_split(tiny_llama, tiny_tokenizer, write_task_dir):
+    """Two shards (3 + 2 examples) summed give the whole split's per-example parts, loss and metric exactly."""
+    rows = [{"prompt": p, "answer": a} for p, a in zip(PROMPTS + PROMPTS[:2], ["7", "return a", "favor", "4", "x"])]
+    task = load_task(write_task_dir("shards", {"eval": rows}, spec={"metric": "edit_similarity", "max_new_tokens": 4}))
+    whole = TaskEvaluator(tiny_tokenizer, task, "eval", batch_size=1)
+    shards = [TaskEvaluator(tiny_tokenizer, task, "eval", batch_size=1, shard=(rank, 2)) for rank in (0, 1)]
+    parts = [s.example_parts(tiny_llama) for s in shards]
+    assert [int((p[1] > 0).sum()) for p in parts] == [3, 2]  # each shard fills only its own examples
+    summed = parts[0] + parts[1]
+    assert torch.equal(summed, whole.example_parts(tiny_llama))
+    expected = whole.evaluate(tiny_llama)
+    assert shards[1].summarize(summed) == expected and expected["n"] == 5 and expected["metric"] > 0
 
 
 def test_cli_eval_with_adapter_prints_table_and_writes_json(tiny_llama, tiny_tokenizer, qa_task, tmp_path, capsys):

@@ -1,13 +1,17 @@
 """Evaluate a model on a task split: answer loss (always) and the task metric on greedy generations.
 
 `TaskEvaluator` prepares one split once and scores any number of models on it (the R matrix and
-sweeps reuse it); `evaluate_task` is the one-shot form.
+sweeps reuse it); `evaluate_task` is the one-shot form. A `shard=(rank, world)` evaluator scores
+every world-th example only; its `example_parts` from all shards, summed, give the whole split's scores
+exactly (per-example loss sums and token counts, not means).
 """
 
 from __future__ import annotations
 
 from functools import cached_property
 from typing import Any
+
+import torch
 
 from mcl.data.task import Task
 from mcl.errors import MclError
@@ -27,25 +31,28 @@ class TaskEvaluator:
     """Loss and metric of one task split, prepared once (tokenised, batched) for many models."""
 
     def __init__(
-        self, tokenizer, task: Task, split: str = "eval", batch_size: int = 32, max_len: int = 256, limit: int | None = None
+        self, tokenizer, task: Task, split: str = "eval", batch_size: int = 32, max_len: int = 256,
+        limit: int | None = None, shard: tuple[int, int] = (0, 1),
     ):
-        """Prepare `task`'s `split` (its first `limit` examples when given); an empty set is an MclError."""
+        """Prepare `task`'s `split` (its first `limit` examples when given; this shard's part of them)."""
         check_eval_settings(batch_size, max_len, limit)
         self.task, self.split, self.tokenizer = task, split, tokenizer
         self.examples = task.split(split)[:limit]
+        rank, world = shard
+        self.shard_index = list(range(rank, len(self.examples), world))
         self.metric = get_metric(task.metric)
         self.batch_size, self.max_len = batch_size, max_len
-        self.loss_evaluator = LossEvaluator(tokenizer, self.examples, batch_size, max_len)
+        self.loss_evaluator = LossEvaluator(tokenizer, [self.examples[i] for i in self.shard_index], batch_size, max_len)
         if not self.examples:
             raise MclError(f"task {task.name} ({split} split): no examples to evaluate")
-        if not self.loss_evaluator.n_tokens:
+        if world == 1 and not self.loss_evaluator.n_tokens:
             raise MclError(f"task {task.name} ({split} split): no answer token fits max_len {max_len}; "
                            "nothing to evaluate (raise --max-len)")
 
     def predictions(self, model) -> list[str]:
-        """Greedy answers of `model` to every prompt of the split."""
+        """Greedy answers of `model` to every prompt of the split (of this shard)."""
         return greedy_generate(
-            model, self.tokenizer, [e.prompt for e in self.examples], self.task.spec.max_new_tokens,
+            model, self.tokenizer, [self.examples[i].prompt for i in self.shard_index], self.task.spec.max_new_tokens,
             self.batch_size, self.max_len,
         )
 
@@ -62,21 +69,37 @@ class TaskEvaluator:
         return chance_level(self.metric, pool, [e.answer for e in self.examples],
                             sources=[e.prompt for e in self.examples])
 
-    def evaluate(self, model, generate: bool = True) -> dict[str, Any]:
-        """{task, split, n, loss, metric, metric_name, higher_is_better, chance}; metric None without generation."""
-        score = None
+    def example_parts(self, model, generate: bool = True) -> torch.Tensor:
+        """(3, n) float64 over the whole split: per-example loss sum, label-token count and metric score.
+
+        Only this shard's columns are filled (zeros elsewhere), so the shards' parts sum exactly.
+        """
+        parts = torch.zeros(3, len(self.examples), dtype=torch.float64)
+        idx = torch.tensor(self.shard_index, dtype=torch.long)
+        parts[0, idx], parts[1, idx] = self.loss_evaluator.example_losses(model)
         if generate:
-            score = self.score(self.predictions(model))
+            refs = [self.examples[i].answer for i in self.shard_index]
+            parts[2, idx] = torch.tensor(self.metric.scores(
+                self.predictions(model), refs, [self.examples[i].prompt for i in self.shard_index]), dtype=torch.float64)
+        return parts
+
+    def summarize(self, parts: torch.Tensor, generate: bool = True) -> dict[str, Any]:
+        """{task, split, n, loss, metric, metric_name, higher_is_better, chance} from all shards' summed parts."""
+        scores = parts[2].tolist()
         return {
             "task": self.task.name,
             "split": self.split,
             "n": len(self.examples),
-            "loss": self.loss_evaluator.loss(model),
-            "metric": score,
+            "loss": float(parts[0].sum() / parts[1].sum().clamp(min=1)),
+            "metric": (sum(scores) / len(scores) if scores else 0.0) if generate else None,
             "metric_name": self.metric.name,
             "higher_is_better": self.metric.higher_is_better,
             "chance": self.chance,
         }
+
+    def evaluate(self, model, generate: bool = True) -> dict[str, Any]:
+        """{task, split, n, loss, metric, metric_name, higher_is_better, chance}; metric None without generation."""
+        return self.summarize(self.example_parts(model, generate), generate)
 
 
 def evaluate_task(

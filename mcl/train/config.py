@@ -52,13 +52,13 @@ class TrainSpec:
                            f"or a single number")
         return values
 
-    def phase_steps(self, train_sizes: list[int], task_ids: list[int]) -> int:
+    def phase_steps(self, train_sizes: list[int], task_ids: list[int], processes: int = 1) -> int:
         """Optimizer steps of a phase over `task_ids` (train_sizes: examples per task of the run)."""
         epochs = self.epochs(len(train_sizes))
         if epochs is None:
             return self.steps_per_task * len(task_ids)
         examples = sum(epochs[i] * train_sizes[i] for i in task_ids)
-        return max(1, math.ceil(examples / (self.batch_size * self.grad_accum)))
+        return max(1, math.ceil(examples / (self.batch_size * processes * self.grad_accum)))
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Training data for a run: tasks encoded once, and a deterministic batch order.
 
 The batch at (phase, micro-step) is a pure function of the seed, so a resumed run draws exactly the
-batches an uninterrupted one would. Each process of a multi-process run takes its slice of the
-same global batch.
+batches an uninterrupted one would. `batch_size` is per process: a micro-step's global batch holds
+batch_size × processes examples and each process takes its slice of it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from functools import lru_cache
 import torch
 
 from mcl.data import Task
-from mcl.data.tokenize import Encoded, collate, encode_examples
+from mcl.data.tokenize import IGNORE, Encoded, collate, encode_examples
 
 
 @dataclass
@@ -40,17 +40,33 @@ def _order(n: int, seed: int, phase: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
-def make_batch(data: list[TaskData], task_ids: list[int], spec, phase: int, micro_step: int, pad_id: int,
-               rank: int = 0, world: int = 1) -> dict:
-    """The global batch number `micro_step` of a phase (this process's slice), padded, with task ids."""
+def _picks(data: list[TaskData], task_ids: list[int], spec, phase: int, micro_step: int, world: int) -> list[tuple[int, int]]:
+    """(task, example) pairs of the global batch number `micro_step` of a phase (all processes)."""
     pool = [(t, j) for t in task_ids for j in range(len(data[t].train))]
-    n, b = len(pool), spec.batch_size
+    n, b = len(pool), spec.batch_size * world
     picks = []
     for pos in range(micro_step * b, micro_step * b + b):
         epoch, within = divmod(pos, n)
         picks.append(pool[int(_order(n, spec.seed, phase, epoch)[within])])
-    picks = picks[rank::world]
+    return picks
+
+
+def make_batch(data: list[TaskData], task_ids: list[int], spec, phase: int, micro_step: int, pad_id: int,
+               rank: int = 0, world: int = 1) -> dict:
+    """This process's slice (`spec.batch_size` examples) of the global batch `micro_step`, padded, with task ids."""
+    picks = _picks(data, task_ids, spec, phase, micro_step, world)[rank::world]
     examples = [data[t].train[j] for t, j in picks]
     batch = collate(examples, pad_id)
     batch.update(examples=examples, task=[t for t, _ in picks])
     return batch
+
+
+def label_tokens(examples: list[Encoded]) -> int:
+    """Label tokens the training loss counts (every labelled position but the first)."""
+    return sum(sum(1 for x in ex.labels[1:] if x != IGNORE) for ex in examples)
+
+
+def step_label_tokens(data: list[TaskData], task_ids: list[int], spec, phase: int, micro_steps: range, world: int) -> int:
+    """Label tokens of an optimizer step's micro-batches over all processes (the pooled loss's divisor)."""
+    return sum(label_tokens([data[t].train[j] for t, j in _picks(data, task_ids, spec, phase, m, world)])
+               for m in micro_steps)

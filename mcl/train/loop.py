@@ -4,13 +4,21 @@ Per phase (a task, or all tasks for joint training): fresh AdamW + warm-up/cosin
 deterministic batch order (a pure function of seed, phase and step, so a resumed run sees the same
 batches), checkpoints of the resume state every `checkpoint_every` steps, then the phase's adapters
 are saved as PEFT dirs and every task is scored (R matrix). Methods plug in through hooks only.
+
+Under torchrun each process trains on `train.batch_size` examples per micro-step; an optimizer
+step accumulates `train.grad_accum` micro-steps (no gradient sync before the last) and weights each
+micro-batch by its share of the step's label tokens over all processes, so the gradient is that of
+one big batch's token-pooled loss. Each process keeps its own method memory (e.g. its replay buffer
+shard) and RNG, saved per rank in the resume state; scoring is split across processes.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +34,7 @@ from mcl.errors import MclError
 from mcl.io import atomic_path, check_output, write_json_atomic, write_text_atomic
 from mcl.train.config import RunConfig
 from mcl.train.losses import mean_ce
-from mcl.train.data import TaskData, encode_tasks, make_batch
+from mcl.train.data import TaskData, encode_tasks, label_tokens, make_batch, step_label_tokens
 from mcl.train.methods import METHODS, Context
 from mcl.train.scoring import Scorer, write_metrics
 
@@ -43,28 +51,52 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
 
 
-def _save_state(state_dir: Path, method, optimizer, progress: dict[str, Any]) -> None:
-    peft = method.ctx.peft
-    with atomic_path(state_dir) as tmp:
-        tmp.mkdir()
-        adapters = {f"{name}::{k}": v for name in method.adapter_names() for k, v in get_state(peft, name).items()}
-        save_file(adapters, tmp / "adapters.safetensors")
-        extra = {f"method::{k}": v for k, v in method.state_dict().items()}
-        extra["rng::torch"] = torch.get_rng_state()
-        save_file(extra, tmp / "method.safetensors")
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        write_json_atomic(tmp / "progress.json", progress)
+def _rank_file(state_dir: Path, rank: int) -> Path:
+    return state_dir / f"rank{rank}.safetensors"
 
 
-def _load_state(state_dir: Path, method, optimizer=None) -> dict[str, Any]:
+def _save_state(state_dir: Path, method, optimizer, progress: dict[str, Any], accelerator) -> None:
+    """Every process stages its own method memory and RNG; the main one then swaps in the whole state dir.
+
+    Adapters and optimizer state are the same on every process (DDP), so the main one writes them once.
+    """
+    rank, device = accelerator.process_index, accelerator.device
+    own = {f"method::{k}": v for k, v in method.state_dict().items()}
+    own["rng::torch"] = torch.get_rng_state()
+    if device.type == "cuda":
+        own["rng::cuda"] = torch.cuda.get_rng_state(device)
+    staged = state_dir.with_name(f".{state_dir.name}.rank{rank}.staged")
+    save_file(own, staged)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        peft = method.ctx.peft
+        with atomic_path(state_dir) as tmp:
+            tmp.mkdir()
+            adapters = {f"{name}::{k}": v for name in method.adapter_names() for k, v in get_state(peft, name).items()}
+            save_file(adapters, tmp / "adapters.safetensors")
+            for r in range(accelerator.num_processes):
+                os.replace(state_dir.with_name(f".{state_dir.name}.rank{r}.staged"), _rank_file(tmp, r))
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+            write_json_atomic(tmp / "progress.json", {**progress, "processes": accelerator.num_processes})
+    accelerator.wait_for_everyone()
+
+
+def _load_state(state_dir: Path, method, accelerator, optimizer=None) -> dict[str, Any]:
+    """Restore adapters, this process's method memory and RNG (and the optimizer); return the progress."""
     peft = method.ctx.peft
     adapters = load_file(state_dir / "adapters.safetensors")
     for name in method.adapter_names():
         prefix = f"{name}::"
         set_state(peft, {k[len(prefix):]: v for k, v in adapters.items() if k.startswith(prefix)}, name)
-    extra = load_file(state_dir / "method.safetensors")
-    method.load_state_dict({k[8:]: v for k, v in extra.items() if k.startswith("method::")})
-    torch.set_rng_state(extra["rng::torch"])
+    own_file = _rank_file(state_dir, accelerator.process_index)
+    if not own_file.is_file():
+        raise MclError(f"{state_dir} has no {own_file.name} (written by an older mcl?): resume it with the "
+                       f"mcl that started it, or change `name` to start afresh")
+    own = load_file(own_file)
+    method.load_state_dict({k[8:]: v for k, v in own.items() if k.startswith("method::")})
+    torch.set_rng_state(own["rng::torch"])
+    if "rng::cuda" in own and accelerator.device.type == "cuda":
+        torch.cuda.set_rng_state(own["rng::cuda"], accelerator.device)
     if optimizer is not None:
         optimizer.load_state_dict(torch.load(state_dir / "optimizer.pt", weights_only=True))
     return json.loads((state_dir / "progress.json").read_text())
@@ -84,6 +116,12 @@ def _read_progress(state_dir: Path) -> dict[str, Any]:
         raise MclError(f"{path} is corrupt (expected {{phase, step, phases_done}} counts): the resume point is "
                        f"unknown; restore it or delete {state_dir.parent} to start the run over")
     return progress
+
+
+def batch_sizes(cfg: RunConfig, processes: int) -> dict[str, int]:
+    """Per-device, process and accumulation counts and the global batch (examples per optimizer step)."""
+    b, g = cfg.train.batch_size, cfg.train.grad_accum
+    return {"per_device": b, "processes": processes, "grad_accum": g, "global": b * processes * g}
 
 
 def _pin_method_args(run_dir: Path, method: str, args: dict[str, Any], write: bool) -> None:
@@ -126,10 +164,18 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
     cfg.train.epochs(len(tasks))  # a wrong-length epochs list fails before any model loads
     run_dir = cfg.run_dir([t.hash for t in tasks])
     check_output(run_dir, "dir")
+    # cpu=True without a GPU: else accelerate ignores torchrun's world on CPU (gloo)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.train.mixed_precision,
+                              gradient_accumulation_steps=1)
+    main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
     state_dir = run_dir / "state"
     progress = _read_progress(state_dir)  # a corrupt resume point fails before any model loads
-    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, gradient_accumulation_steps=1)
-    main = accelerator.is_main_process
+    if progress and progress.get("processes", 1) != world:
+        raise MclError(f"{run_dir} was checkpointed by {progress.get('processes', 1)} processes (one replay shard "
+                       f"and RNG each); resume it with {progress.get('processes', 1)}, not {world}")
+    sizes = batch_sizes(cfg, world)
+    accelerator.print(f"global batch {sizes['global']} = {sizes['per_device']} per device x {world} processes "
+                      f"x {sizes['grad_accum']} accumulation steps")
     set_seed(cfg.train.seed)
     base, tokenizer = load_base(cfg.model)
     data: list[TaskData] = encode_tasks(tasks, tokenizer, cfg.train.max_len)
@@ -142,28 +188,31 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
         write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     _pin_method_args(run_dir, cfg.method, method.args, write=main)
     ctx.model = method.setup(base, cfg.lora, cfg.train.seed).to(accelerator.device)
-    scorer = Scorer(data, tokenizer, cfg.eval, cfg.train.max_len)
-    if main and not (run_dir / "metrics" / "base.json").is_file():
+    scorer = Scorer(data, tokenizer, cfg.eval, cfg.train.max_len, accelerator=accelerator)
+    if not (run_dir / "metrics" / "base.json").is_file():
         with ctx.peft.disable_adapter():
-            write_json_atomic(run_dir / "metrics" / "base.json", scorer.score_all(ctx.peft))
+            base_scores = scorer.score_all(ctx.peft)  # every process scores its shard
+        if main:
+            write_json_atomic(run_dir / "metrics" / "base.json", base_scores)
     accelerator.wait_for_everyone()
 
     done = progress.get("phases_done", 0)
     phases = method.phases(len(names))
+    accum = cfg.train.grad_accum
     for phase, task_ids in enumerate(phases):
         if phase < done:
             continue
         mid_phase = progress.get("phase") == phase and progress.get("step", 0) > 0
         if phase == done and done > 0 and not mid_phase:
-            _load_state(state_dir, method)  # end-of-phase state: adapters, method memory, RNG
+            _load_state(state_dir, method, accelerator)  # end-of-phase state: adapters, method memory, RNG
         method.begin_task(phase, task_ids)
-        total = cfg.train.phase_steps([len(d.train) for d in data], task_ids)
+        total = cfg.train.phase_steps([len(d.train) for d in data], task_ids, world)
         params = method.trainable()
         optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         start = 0
         if mid_phase:
-            start = _load_state(state_dir, method, optimizer)["step"]
-        model = accelerator.prepare_model(ctx.peft) if accelerator.num_processes > 1 else ctx.peft
+            start = _load_state(state_dir, method, accelerator, optimizer)["step"]
+        model = accelerator.prepare_model(ctx.peft) if world > 1 else ctx.peft
         ctx.model = model
         optimizer = accelerator.prepare_optimizer(optimizer)
         name = "+".join(names[i] for i in task_ids)
@@ -174,46 +223,51 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
             model.train()
             for g in optimizer.param_groups:
                 g["lr"] = cfg.train.lr * lr_factor(step, total, cfg.train.warmup)
-            for micro in range(cfg.train.grad_accum):
-                batch = make_batch(data, task_ids, cfg.train, phase, step * cfg.train.grad_accum + micro,
-                                   tokenizer.pad_token_id, accelerator.process_index, accelerator.num_processes)
+            micro_steps = range(step * accum, (step + 1) * accum)
+            step_tokens = max(1, step_label_tokens(data, task_ids, cfg.train, phase, micro_steps, world))
+            seen: dict[str, list] = {"examples": [], "task": []}  # every micro-batch goes to after_step
+            for micro in micro_steps:
+                batch = make_batch(data, task_ids, cfg.train, phase, micro, tokenizer.pad_token_id, rank, world)
+                seen["examples"] += batch["examples"]
+                seen["task"] += batch["task"]
+                # this micro-batch's share of the step's tokens; x world undoes DDP's gradient mean
+                share = label_tokens(batch["examples"]) * world / step_tokens
                 batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-                with accelerator.autocast():
-                    loss = method.loss(batch, task_ids) / cfg.train.grad_accum
-                if not torch.isfinite(loss):
-                    raise MclError(f"non-finite loss at task {name!r} step {step}: stopped; the last good "
-                                   f"checkpoint is in {state_dir if state_dir.exists() else run_dir / 'tasks'}")
-                accelerator.backward(loss)
+                with accelerator.no_sync(model) if micro < micro_steps[-1] else nullcontext():
+                    with accelerator.autocast():
+                        loss = method.loss(batch, task_ids)
+                    if not torch.isfinite(loss):
+                        raise MclError(f"non-finite loss at task {name!r} step {step}: stopped; the last good "
+                                       f"checkpoint is in {state_dir if state_dir.exists() else run_dir / 'tasks'}")
+                    accelerator.backward(loss * share)
             method.after_backward()
             if cfg.train.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(params, cfg.train.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            method.after_step(batch, task_ids, step)
-            bar.set_postfix(loss=f"{loss.item() * cfg.train.grad_accum:.3f}")
+            method.after_step(seen, task_ids, step)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
             if (step + 1) % cfg.train.checkpoint_every == 0 and step + 1 < total:
-                if main:
-                    _save_state(state_dir, method, optimizer, {"phase": phase, "step": step + 1, "phases_done": phase})
-                accelerator.wait_for_everyone()
+                _save_state(state_dir, method, optimizer, {"phase": phase, "step": step + 1, "phases_done": phase},
+                            accelerator)
                 if stop_at == (phase, step + 1):
                     raise _Stop(f"stopped after step {step + 1}")
         seconds = time.time() - t0
         method.end_task(phase, task_ids)
         if main:
-            task_dir = run_dir / "tasks" / f"{phase}-{name}"
-            method.save_task(task_dir, {"task": name, "phase": phase, "method": cfg.method,
-                                        "step": total, "run": run_dir.name,
-                                        "tasks": [task_record(tasks[i]) for i in task_ids]})
-            scores = {view: {} for view in method.views}
-            for view in method.views:
-                for i in range(len(names)):
-                    with method.eval_view(view, i, phase):
-                        scores[view][names[i]] = scorer.score(ctx.peft, i)
+            method.save_task(run_dir / "tasks" / f"{phase}-{name}", {"task": name, "phase": phase, "method": cfg.method,
+                                                                     "step": total, "run": run_dir.name,
+                                                                     "tasks": [task_record(tasks[i]) for i in task_ids]})
+        scores = {view: {} for view in method.views}
+        for view in method.views:
+            for i in range(len(names)):
+                with method.eval_view(view, i, phase):
+                    scores[view][names[i]] = scorer.score(ctx.peft, i)  # every process scores its shard
+        if main:
             write_json_atomic(run_dir / "metrics" / f"phase-{phase}.json",
                               {"phase": phase, "tasks": [names[i] for i in task_ids], "train_seconds": seconds,
-                               "steps": total, "scores": scores})
-            _save_state(state_dir, method, optimizer, {"phase": phase + 1, "step": 0, "phases_done": phase + 1})
-        accelerator.wait_for_everyone()
+                               "steps": total, "batch": sizes, "scores": scores})
+        _save_state(state_dir, method, optimizer, {"phase": phase + 1, "step": 0, "phases_done": phase + 1}, accelerator)
         ctx.model = accelerator.unwrap_model(model)
     if main:
         write_metrics(run_dir, names, len(phases), method.views)

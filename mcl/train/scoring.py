@@ -19,19 +19,30 @@ from mcl.train.metrics import cl_metrics, cl_metrics_loss
 
 
 class Scorer:
-    """One prepared TaskEvaluator per task of a run (tokenised once, reused after every phase)."""
+    """One prepared TaskEvaluator per task of a run (tokenised once, reused after every phase).
 
-    def __init__(self, data, tokenizer, eval_spec, max_len: int):
+    Given a multi-process `accelerator`, each process scores its shard of every eval set and the
+    per-example parts are summed across processes, so no process waits on another's whole evaluation.
+    """
+
+    def __init__(self, data, tokenizer, eval_spec, max_len: int, accelerator=None):
         self.names = [d.name for d in data]
         self.generate = eval_spec.generate
+        self.accelerator = accelerator if accelerator is not None and accelerator.num_processes > 1 else None
+        shard = (self.accelerator.process_index, self.accelerator.num_processes) if self.accelerator else (0, 1)
         self.evaluators = [
-            TaskEvaluator(tokenizer, d.task, eval_spec.split, eval_spec.batch_size, max_len, eval_spec.max_examples)
+            TaskEvaluator(tokenizer, d.task, eval_spec.split, eval_spec.batch_size, max_len, eval_spec.max_examples,
+                          shard=shard)
             for d in data
         ]
 
     def score(self, model, i: int) -> dict:
-        """Loss and (when enabled) task metric of task i for the model as it is now."""
-        r = self.evaluators[i].evaluate(model, generate=self.generate)
+        """Loss and (when enabled) task metric of task i for the model as it is now (a collective call when sharded)."""
+        evaluator = self.evaluators[i]
+        parts = evaluator.example_parts(model, generate=self.generate)
+        if self.accelerator is not None:
+            parts = self.accelerator.reduce(parts.to(self.accelerator.device), reduction="sum").cpu()
+        r = evaluator.summarize(parts, generate=self.generate)
         return {k: r[k] for k in ("loss", "metric", "metric_name", "higher_is_better", "chance")}
 
     def score_all(self, model) -> dict:

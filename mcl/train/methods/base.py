@@ -1,7 +1,7 @@
 """The hook surface every continual-learning method implements, and the method registry.
 
 The loop (mcl/train/loop.py) calls, per run: `setup`; per phase: `begin_task`, then per step
-`loss` → backward → `after_backward` → optimizer step → `after_step`; then `end_task`,
+`loss` (per micro-batch) → backward → `after_backward` → optimizer step → `after_step`; then `end_task`,
 `save_task` and evaluation through `eval_view`. It never branches on a method's name.
 """
 
@@ -105,8 +105,8 @@ class Method:
     def after_backward(self) -> None:
         """Called after backward, before clipping and the optimizer step (gradient surgery)."""
 
-    def after_step(self, batch: dict[str, torch.Tensor], task_ids: list[int], step: int) -> None:
-        """Called after each optimizer step."""
+    def after_step(self, batch: dict[str, Any], task_ids: list[int], step: int) -> None:
+        """Called after each optimizer step with the step's `examples` and `task` ids (all its micro-batches)."""
 
     def end_task(self, phase: int, task_ids: list[int]) -> None:
         """Called after the last step of a phase."""

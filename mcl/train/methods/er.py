@@ -1,7 +1,9 @@
 """ER: experience replay from a reservoir buffer, mixed into every batch from the second task on.
 
-The current batch is added to the buffer *after* the optimizer step, so a replay batch never
-contains the batch being learned (the released I-LoRA code fills the buffer first; see ILORA.md).
+The step's examples (every micro-batch of it) are added to the buffer *after* the optimizer step,
+so a replay batch never contains the batch being learned (the released I-LoRA code fills the buffer
+first; see ILORA.md). Under torchrun each process keeps its own buffer of the examples it trained on
+(a shard of the memory, with its own sampling seed), saved and restored per rank.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ class ER(Method):
         super().__init__(ctx, **args)
         if self.args.get("replay_weighting", "mean") not in WEIGHTINGS:
             raise MclError(f"replay_weighting must be one of {WEIGHTINGS}")
-        self.buffer = ReservoirBuffer(int(self.args["buffer_size"]), seed=ctx.config.train.seed + 1)
+        seed = ctx.config.train.seed + 1 + 7919 * ctx.accelerator.process_index  # rank 0: seed + 1, as before
+        self.buffer = ReservoirBuffer(int(self.args["buffer_size"]), seed=seed)
 
     def replay_batch(self, task_ids: list[int], size: int) -> dict[str, torch.Tensor] | None:
         """A replay batch once the buffer holds examples of tasks outside the current phase."""
