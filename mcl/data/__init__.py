@@ -3,7 +3,8 @@
 - `task`: `Example`, `TaskSpec`, `Task`, reading TRACE-format dirs (.json / .jsonl splits + task.json)
 - `load`: `load_task(name_or_path)`, `load_tasks(names)` (built-in names and `mcl-suite`)
 - `suite`: the 8-task offline suite `mcl-suite` and `build_suite`
-- `tokenize`: the loss convention (DESIGN.md §3), right-padded `collate`, left-padded `collate_prompts`
+- `tokenize`: the loss convention (DESIGN.md §3) and `TextFormat` (separator, chat template, bos policy),
+  right-padded `collate`, left-padded `collate_prompts`
 - `sources`: offline text shared with the tiny model's pretraining (stdlib split)
 
 Metrics and evaluation live in `mcl.eval`.
@@ -13,10 +14,14 @@ from mcl.data.load import load_task, load_tasks
 from mcl.data.suite import SUITE, SUITE_NAME, build_suite, ensure_suite
 from mcl.data.suite.common import Sizes
 from mcl.data.task import SPLITS, Example, Task, TaskSpec, read_examples
-from mcl.data.tokenize import IGNORE, Encoded, collate, collate_prompts, encode_examples, encode_prompts, pad_id
+from mcl.data.tokenize import (
+    IGNORE, Encoded, TextFormat, collate, collate_prompts, encode_examples, encode_prompts, pad_id, text_format,
+    text_meta,
+)
 
 __all__ = [
-    "IGNORE", "SPLITS", "SUITE", "SUITE_NAME", "Encoded", "Example", "Sizes", "Task", "TaskSpec", "build_suite",
+    "IGNORE", "SPLITS", "SUITE", "SUITE_NAME", "Encoded", "Example", "Sizes", "Task", "TaskSpec", "TextFormat",
+    "build_suite",
     "collate", "collate_prompts", "encode_examples", "encode_prompts", "ensure_suite", "load_task", "load_tasks",
-    "pad_id", "read_examples",
+    "pad_id", "read_examples", "text_format", "text_meta",
 ]

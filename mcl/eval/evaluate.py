@@ -10,6 +10,7 @@ from functools import cached_property
 from typing import Any
 
 from mcl.data.task import Task
+from mcl.data.tokenize import TextFormat
 from mcl.eval.generate import greedy_generate
 from mcl.eval.loss import LossEvaluator
 from mcl.eval.metrics import chance_level, get_metric
@@ -19,20 +20,21 @@ class TaskEvaluator:
     """Loss and metric of one task split, prepared once (tokenised, batched) for many models."""
 
     def __init__(
-        self, tokenizer, task: Task, split: str = "eval", batch_size: int = 32, max_len: int = 256, limit: int | None = None
+        self, tokenizer, task: Task, split: str = "eval", batch_size: int = 32, max_len: int = 256, limit: int | None = None,
+        text: TextFormat | None = None,
     ):
-        """Prepare `task`'s `split` (its first `limit` examples when given)."""
-        self.task, self.split, self.tokenizer = task, split, tokenizer
+        """Prepare `task`'s `split` (its first `limit` examples when given), encoded by the `text` format."""
+        self.task, self.split, self.tokenizer, self.text = task, split, tokenizer, text or TextFormat()
         self.examples = task.split(split)[:limit]
         self.metric = get_metric(task.metric)
         self.batch_size, self.max_len = batch_size, max_len
-        self.loss_evaluator = LossEvaluator(tokenizer, self.examples, batch_size, max_len)
+        self.loss_evaluator = LossEvaluator(tokenizer, self.examples, batch_size, max_len, self.text)
 
     def predictions(self, model) -> list[str]:
         """Greedy answers of `model` to every prompt of the split."""
         return greedy_generate(
             model, self.tokenizer, [e.prompt for e in self.examples], self.task.spec.max_new_tokens,
-            self.batch_size, self.max_len,
+            self.batch_size, self.max_len, self.text,
         )
 
     @cached_property
@@ -62,7 +64,7 @@ class TaskEvaluator:
 
 def evaluate_task(
     model, tokenizer, task: Task, split: str = "eval", generate: bool = True, batch_size: int = 32,
-    max_len: int = 256, limit: int | None = None,
+    max_len: int = 256, limit: int | None = None, text: TextFormat | None = None,
 ) -> dict[str, Any]:
     """Loss and (with `generate`) metric of `model` on one task split; see `TaskEvaluator.evaluate`."""
-    return TaskEvaluator(tokenizer, task, split, batch_size, max_len, limit).evaluate(model, generate)
+    return TaskEvaluator(tokenizer, task, split, batch_size, max_len, limit, text).evaluate(model, generate)

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from mcl.adapters import get_state, set_state
-from mcl.data import load_tasks
+from mcl.data import load_tasks, text_meta
 from mcl.errors import MclError
 from mcl.io import atomic_path, write_json_atomic, write_text_atomic
 from mcl.train.config import RunConfig
@@ -114,14 +114,14 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
         write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     set_seed(cfg.train.seed)
     base, tokenizer = load_base(cfg.model)
-    data: list[TaskData] = encode_tasks(tasks, tokenizer, cfg.train.max_len)
+    data: list[TaskData] = encode_tasks(tasks, tokenizer, cfg.train.max_len, cfg.text)
     method_cls = METHODS[cfg.method]
     ctx = Context(model=None, tokenizer=tokenizer, accelerator=accelerator, config=cfg, tasks=names,
-                  train_data=data, loss_fn=mean_ce)
+                  train_data=data, loss_fn=mean_ce, run_dir=run_dir)
     method = method_cls(ctx, **cfg.method_args)
     _pin_method_args(run_dir, cfg.method, method.args, write=main)
     ctx.model = method.setup(base, cfg.lora, cfg.train.seed).to(accelerator.device)
-    scorer = Scorer(data, tokenizer, cfg.eval, cfg.train.max_len)
+    scorer = Scorer(data, tokenizer, cfg.eval, cfg.train.max_len, cfg.text)
     if main and not (run_dir / "metrics" / "base.json").is_file():
         with ctx.peft.disable_adapter():
             write_json_atomic(run_dir / "metrics" / "base.json", scorer.score_all(ctx.peft))
@@ -183,7 +183,7 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
         if main:
             task_dir = run_dir / "tasks" / f"{phase}-{name}"
             method.save_task(task_dir, {"task": name, "phase": phase, "method": cfg.method,
-                                        "step": total, "run": run_dir.name})
+                                        "step": total, "run": run_dir.name, **text_meta(cfg.text)})
             scores = {view: {} for view in method.views}
             for view in method.views:
                 for i in range(len(names)):

@@ -21,11 +21,11 @@ from mcl.train.metrics import cl_metrics, cl_metrics_loss
 class Scorer:
     """One prepared TaskEvaluator per task of a run (tokenised once, reused after every phase)."""
 
-    def __init__(self, data, tokenizer, eval_spec, max_len: int):
+    def __init__(self, data, tokenizer, eval_spec, max_len: int, text=None):
         self.names = [d.name for d in data]
         self.generate = eval_spec.generate
         self.evaluators = [
-            TaskEvaluator(tokenizer, d.task, eval_spec.split, eval_spec.batch_size, max_len, eval_spec.max_examples)
+            TaskEvaluator(tokenizer, d.task, eval_spec.split, eval_spec.batch_size, max_len, eval_spec.max_examples, text)
             for d in data
         ]
 
