@@ -203,6 +203,7 @@ def encode_prompts(tokenizer, prompts: Sequence[str], max_len: int, text: TextFo
         out.append((head + _keep_right(body, room))[: max(0, max_len)])
     return out
 
+
 def collate(batch: Sequence[Encoded], pad: int) -> dict[str, torch.Tensor]:
     """Right-pad a batch: input_ids (pad), labels (-100) and attention_mask (0 on padding)."""
     width = max(len(e.input_ids) for e in batch)
