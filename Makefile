@@ -10,7 +10,7 @@ STAMP := $(VENV)/.mcl-installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-slow clean
+.PHONY: setup demo test test-slow reproduce clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,12 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+# README tables and figures: REPRO=quick (reduced budgets, ~30 min on 2 cores, into results/quick/, figures/quick/)
+# or REPRO=full (the published budgets, into results/ and figures/; finished runs are reused by hash)
+REPRO ?= quick
+reproduce: $(STAMP)
+	$(BIN)/python analysis/reproduce.py --mode $(REPRO)
 
 clean:
 	rm -rf $(VENV) runs out

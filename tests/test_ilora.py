@@ -314,7 +314,7 @@ def test_ilora_resume_in_task_two_with_replay_is_bit_identical(setting, tmp_path
     with pytest.raises(_Stop):
         train(cfg, progress_bar=False, stop_at=(1, 4))  # killed in task 2, replay and consistency active
     progress = json.loads((resolve_run_dir(cfg) / "state" / "progress.json").read_text())
-    assert progress == {"phase": 1, "step": 4, "phases_done": 1}
+    assert progress == {"phase": 1, "step": 4, "phases_done": 1, "processes": 1}
     resumed = train(cfg, progress_bar=False)
     a, b = _tensors(full), _tensors(resumed)
     assert {k.split("/")[-1] for k in a} == {"fast", "slow"}
@@ -323,3 +323,31 @@ def test_ilora_resume_in_task_two_with_replay_is_bit_identical(setting, tmp_path
             assert torch.equal(a[name][k], b[name][k]), (name, k)
     for f in ("R_loss.csv", "R_loss_fast.csv"):
         assert (full / "metrics" / f).read_text() == (resumed / "metrics" / f).read_text()
+
+
+def test_snapshots_every_n_steps_trace_fast_and_slow(setting, tmp_path):
+    from mcl.adapters import read_adapter
+
+    cfg = _cfg(setting, tmp_path, "ilora", tasks=setting["tasks"][:2], **{"text.separator": " "},
+               method_args={"buffer_size": 16, "snapshot_every": 2})
+    run_dir = train(cfg, progress_bar=False)
+    for k, name in enumerate(["first", "last"]):
+        task_dir = run_dir / "tasks" / f"{k}-{name}"
+        snaps = sorted(p.name for p in (task_dir / "snapshots").iterdir())
+        assert snaps == ["step-000002", "step-000004"]
+        last = {n: read_adapter(task_dir / "snapshots" / "step-000004" / n) for n in ("fast", "slow")}
+        first = read_adapter(task_dir / "snapshots" / "step-000002" / "slow")
+        final = read_adapter(task_dir / "slow")
+        assert all(torch.equal(last["slow"].tensors[t], final.tensors[t]) for t in final.tensors)
+        assert any(not torch.equal(first.tensors[t], final.tensors[t]) for t in final.tensors)
+        assert last["fast"].meta["step"] == 4 and last["fast"].meta["task"] == name
+        assert final.meta["text"] == last["slow"].meta["text"] == {"separator": " ", "chat_template": False, "bos": "auto"}
+    assert json.loads((run_dir / "method.json").read_text())["args"]["snapshot_every"] == 2
+
+
+def test_snapshots_off_by_default_and_not_pinned(setting, tmp_path):
+    run_dir = train(_cfg(setting, tmp_path, "ilora", tasks=setting["tasks"][:1], method_args={"buffer_size": 16}),
+                    progress_bar=False)
+    assert not (run_dir / "tasks" / "0-first" / "snapshots").exists()
+    assert "snapshot_every" not in json.loads((run_dir / "method.json").read_text())["args"]
+    assert "text" not in json.loads((run_dir / "tasks" / "0-first" / "slow" / "mcl.json").read_text())

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from mcl.data.task import Task
-from mcl.data.tokenize import encode_examples, pad_id
+from mcl.data.tokenize import TextFormat, encode_examples, pad_id
 from mcl.errors import MclError
 from mcl.eval.loss import label_batch, label_token_losses
 
@@ -22,11 +22,11 @@ class TaskObjective:
     """Mean over tasks of the answer loss on one train batch per task (deterministic per step)."""
 
     def __init__(self, tokenizer, tasks: Sequence[Task], split: str = "train", batch_size: int = 8,
-                 max_len: int = 256, seed: int = 0):
-        """Tokenise every task's `split` once."""
+                 max_len: int = 256, seed: int = 0, text: TextFormat | None = None):
+        """Tokenise every task's `split` once (by the `text` format)."""
         if not tasks:
             raise MclError("curve fitting needs at least one task (--data TASK ...)")
-        self.encoded = [encode_examples(tokenizer, t.split(split), max_len) for t in tasks]
+        self.encoded = [encode_examples(tokenizer, t.split(split), max_len, text) for t in tasks]
         self.pad, self.batch_size, self.seed = pad_id(tokenizer), batch_size, seed
 
     def loss(self, model: torch.nn.Module, step: int) -> torch.Tensor:

@@ -35,17 +35,24 @@ class PointJob:
 
 
 def evaluators(tokenizer, tasks: Sequence, split: str = "eval", batch_size: int = 32, max_len: int = 256,
-               limit: int | None = None) -> list[TaskEvaluator]:
-    """One TaskEvaluator per task (Task objects, names, dirs; `mcl-suite` = all eight) on `split`, first `limit`."""
+               limit: int | None = None, text=None) -> list[TaskEvaluator]:
+    """One TaskEvaluator per task (Task objects, names, dirs; `mcl-suite` = all eight) on `split`, first `limit`.
+
+    `text` is the `mcl.data.TextFormat` the examples are encoded and prompted with (default: the ids join).
+    """
     from mcl.data.load import load_tasks
 
     loaded = [x for t in tasks for x in ([t] if hasattr(t, "spec") else load_tasks([t]))]
-    return [TaskEvaluator(tokenizer, t, split, batch_size, max_len, limit) for t in loaded]
+    return [TaskEvaluator(tokenizer, t, split, batch_size, max_len, limit, text) for t in loaded]
 
 
 def _task_description(task: TaskEvaluator) -> dict[str, Any]:
-    return {"data": task.loss_evaluator.data_hash, "task": task.task.hash, "split": task.split, "n": len(task.examples),
-            "max_len": task.max_len, "metric": task.metric.name, "max_new_tokens": task.task.spec.max_new_tokens}
+    described = {"data": task.loss_evaluator.data_hash, "task": task.task.hash, "split": task.split,
+                 "n": len(task.examples), "max_len": task.max_len, "metric": task.metric.name,
+                 "max_new_tokens": task.task.spec.max_new_tokens}
+    if not task.text.is_default():  # generation prompts and stop token follow the format (default: keys unchanged)
+        described["text"] = task.text.describe()
+    return described
 
 
 def _score(task: TaskEvaluator, model: torch.nn.Module, metric: bool) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from mcl.cli.main import run_cli
+from mcl.cli.text_flags import add_text_arguments, text_of
 from mcl.errors import MclError
 
 if TYPE_CHECKING:  # torch, peft and pandas load only when a command runs
@@ -36,6 +37,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-len", type=int, default=256, help="max tokens per example (default 256)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the sweep cache")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_text_arguments(p)
 
 
 MAX_POINTS = 1001
@@ -106,13 +108,15 @@ def tasks_of(states: Sequence[AdapterState], override: Sequence[str] | None) -> 
 
 
 def load_model_and_tasks(args: argparse.Namespace, states: Sequence[AdapterState], split: str | None = None):
-    """(model, tokenizer, task evaluators) for the checkpoints, honouring the shared flags."""
+    """(model, tokenizer, task evaluators) for the checkpoints, honouring the shared flags and their text format."""
     from mcl.analysis import evaluators
     from mcl.models import load_base
 
     names = tasks_of(states, args.data)
     model, tokenizer = load_base(base_of(states, args.base))
-    return model, tokenizer, evaluators(tokenizer, names, split or args.split, args.batch_size, args.max_len, args.limit)
+    text = text_of(args, [s.meta for s in states])
+    return model, tokenizer, evaluators(tokenizer, names, split or args.split, args.batch_size, args.max_len, args.limit,
+                                        text)
 
 
 def cache_arg(args: argparse.Namespace) -> bool:

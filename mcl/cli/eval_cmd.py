@@ -1,4 +1,8 @@
-"""`mcl eval --model M [--adapter DIR] --tasks T ... [--split eval|test] [--out FILE.json]`: score a model."""
+"""`mcl eval --model M [--adapter DIR] --tasks T ... [--split eval|test] [--out FILE.json]`: score a model.
+
+The text format (`--separator`, `--chat-template`, `--bos`) defaults to the one the adapter's mcl.json
+records, else the ids join.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import argparse
 import math
 import sys
 
+from mcl.cli.text_flags import add_text_arguments, text_of
 from mcl.errors import MclError
 
 
@@ -25,6 +30,16 @@ def load_model(model: str, adapter: str | None):
         return PeftModel.from_pretrained(base, adapter).eval(), tokenizer
     except (ValueError, RuntimeError, KeyError, TypeError) as e:
         raise MclError(f"{adapter}: cannot load adapter on {model}: {str(e).splitlines()[0]}") from None
+
+
+def _sidecar(adapter: str) -> dict:
+    """The adapter dir's mcl.json ({} when absent)."""
+    import json
+
+    from mcl.adapters.io import SIDECAR
+
+    f = Path(adapter) / SIDECAR
+    return json.loads(f.read_text()) if f.is_file() else {}
 
 
 def format_table(rows: list[dict]) -> str:
@@ -53,11 +68,13 @@ def _eval(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     tasks = load_tasks(args.tasks)
+    text = text_of(args, [_sidecar(args.adapter)] if args.adapter else [])
     model, tokenizer = load_model(args.model, args.adapter)
     rows = []
     for task in tasks:
         rows.append(
-            evaluate_task(model, tokenizer, task, args.split, not args.no_generate, args.batch_size, args.max_len, args.limit)
+            evaluate_task(model, tokenizer, task, args.split, not args.no_generate, args.batch_size, args.max_len, args.limit,
+                          text)
         )
         if not math.isfinite(rows[-1]["loss"]):
             raise MclError(f"non-finite loss on task {task.name}: check the model and adapter weights")
@@ -65,7 +82,7 @@ def _eval(args: argparse.Namespace) -> int:
     print(format_table(rows))
     if args.out:
         result = {"model": args.model, "adapter": args.adapter, "split": args.split, "max_len": args.max_len,
-                  "results": rows}
+                  "text": text.describe(), "results": rows}
         write_json_atomic(args.out, result)
     return 0
 
@@ -83,4 +100,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-len", type=int, default=256, help="tokens per example (prompts cut on the left)")
     p.add_argument("--limit", type=int, help="first N examples of each split only")
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    add_text_arguments(p)
     p.set_defaults(func=_eval)

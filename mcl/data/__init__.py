@@ -3,7 +3,8 @@
 - `task`: `Example`, `TaskSpec`, `Task`, reading TRACE-format dirs (.json / .jsonl splits + task.json)
 - `load`: `load_task(name_or_path)`, `load_tasks(names)` (built-in names and `mcl-suite`)
 - `suite`: the 8-task offline suite `mcl-suite` (shipped in `mcl/data/assets`) and its recipe `build_suite`
-- `tokenize`: the loss convention (DESIGN.md §3), right-padded `collate`, left-padded `collate_prompts`
+- `tokenize`: the loss convention (DESIGN.md §3) and `TextFormat` (separator, chat template, bos policy),
+  right-padded `collate`, left-padded `collate_prompts`
 - `sources`: offline text shared with the tiny model's pretraining (stdlib split)
 
 Metrics and evaluation live in `mcl.eval`. Names load lazily (PEP 562), so reading tasks and the
@@ -22,6 +23,7 @@ _EXPORTS = {
     "SPLITS": "task", "Example": "task", "Task": "task", "TaskSpec": "task", "read_examples": "task",
     "IGNORE": "tokenize", "Encoded": "tokenize", "collate": "tokenize", "collate_prompts": "tokenize",
     "encode_examples": "tokenize", "encode_prompts": "tokenize", "pad_id": "tokenize",
+    "TextFormat": "tokenize", "text_format": "tokenize", "text_meta": "tokenize",
 }
 __all__ = sorted(_EXPORTS)
 

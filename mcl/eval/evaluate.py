@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from mcl.data.task import Task
+from mcl.data.tokenize import TextFormat
 from mcl.errors import MclError
 from mcl.eval.generate import greedy_generate
 from mcl.eval.loss import LossEvaluator
@@ -32,17 +33,18 @@ class TaskEvaluator:
 
     def __init__(
         self, tokenizer, task: Task, split: str = "eval", batch_size: int = 32, max_len: int = 256,
-        limit: int | None = None, shard: tuple[int, int] = (0, 1),
+        limit: int | None = None, text: TextFormat | None = None, shard: tuple[int, int] = (0, 1),
     ):
-        """Prepare `task`'s `split` (its first `limit` examples when given; this shard's part of them)."""
+        """Prepare `task`'s `split` (its first `limit` examples; this shard's part of them), encoded by the `text` format."""
         check_eval_settings(batch_size, max_len, limit)
-        self.task, self.split, self.tokenizer = task, split, tokenizer
+        self.task, self.split, self.tokenizer, self.text = task, split, tokenizer, text or TextFormat()
         self.examples = task.split(split)[:limit]
         rank, world = shard
         self.shard_index = list(range(rank, len(self.examples), world))
         self.metric = get_metric(task.metric)
         self.batch_size, self.max_len = batch_size, max_len
-        self.loss_evaluator = LossEvaluator(tokenizer, [self.examples[i] for i in self.shard_index], batch_size, max_len)
+        self.loss_evaluator = LossEvaluator(tokenizer, [self.examples[i] for i in self.shard_index], batch_size, max_len,
+                                            self.text)
         if not self.examples:
             raise MclError(f"task {task.name} ({split} split): no examples to evaluate")
         if world == 1 and not self.loss_evaluator.n_tokens:
@@ -53,7 +55,7 @@ class TaskEvaluator:
         """Greedy answers of `model` to every prompt of the split (of this shard)."""
         return greedy_generate(
             model, self.tokenizer, [self.examples[i].prompt for i in self.shard_index], self.task.spec.max_new_tokens,
-            self.batch_size, self.max_len,
+            self.batch_size, self.max_len, self.text,
         )
 
     def score(self, predictions: list[str]) -> float:
@@ -104,7 +106,7 @@ class TaskEvaluator:
 
 def evaluate_task(
     model, tokenizer, task: Task, split: str = "eval", generate: bool = True, batch_size: int = 32,
-    max_len: int = 256, limit: int | None = None,
+    max_len: int = 256, limit: int | None = None, text: TextFormat | None = None,
 ) -> dict[str, Any]:
     """Loss and (with `generate`) metric of `model` on one task split; see `TaskEvaluator.evaluate`."""
-    return TaskEvaluator(tokenizer, task, split, batch_size, max_len, limit).evaluate(model, generate)
+    return TaskEvaluator(tokenizer, task, split, batch_size, max_len, limit, text).evaluate(model, generate)

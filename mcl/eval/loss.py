@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from mcl.data.task import Example
-from mcl.data.tokenize import IGNORE, Encoded, collate, encode_examples, pad_id
+from mcl.data.tokenize import IGNORE, Encoded, TextFormat, collate, encode_examples, pad_id
 from mcl.errors import MclError
 
 
@@ -67,11 +67,12 @@ def label_token_losses(model, batch: LabelBatch) -> torch.Tensor:
 class LossEvaluator:
     """Token-pooled answer loss of one fixed example set, prepared once for many evaluations."""
 
-    def __init__(self, tokenizer, examples: Sequence[Example], batch_size: int = 32, max_len: int = 256):
-        """Tokenise, length-sort and collate `examples` into batches of `batch_size`."""
+    def __init__(self, tokenizer, examples: Sequence[Example], batch_size: int = 32, max_len: int = 256,
+                 text: TextFormat | None = None):
+        """Tokenise (by the `text` format), length-sort and collate `examples` into batches of `batch_size`."""
         if batch_size < 1 or max_len < 1:
             raise MclError(f"batch_size and max_len must be >= 1 (got {batch_size}, {max_len})")
-        encoded = encode_examples(tokenizer, examples, max_len)
+        encoded = encode_examples(tokenizer, examples, max_len, text)
         order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i].input_ids), i))
         pad = pad_id(tokenizer)
         self.n = len(encoded)

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from mcl.adapters import LoraSpec
+from mcl.data.tokenize import TextFormat
 from mcl.errors import MclError
 from mcl.io import check_name, sha256_json
 
@@ -83,6 +84,7 @@ class RunConfig:
     lora: LoraSpec = field(default_factory=LoraSpec)
     train: TrainSpec = field(default_factory=TrainSpec)
     eval: EvalSpec = field(default_factory=EvalSpec)
+    text: TextFormat = field(default_factory=TextFormat)
     data_seed: int = 0
     runs_dir: str = "runs"
 
@@ -91,11 +93,19 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def run_hash(self, data_hashes: list[str]) -> str:
-        """Hash of everything that changes results: the config (not where runs go) and the task data."""
+        """Hash of everything that changes results: the config (not where runs go) and the task data.
+
+        Settings added later are left out at their default, so runs made before them keep their hash:
+        `text` when it is the ids join, `method_args.snapshot_every` when 0 or absent.
+        """
         d = self.to_dict()
         d.pop("runs_dir")
         if d["train"]["epochs_per_task"] is None:  # added later: runs without it keep their names
             d["train"].pop("epochs_per_task")
+        if self.text.is_default():
+            d.pop("text")
+        if not d["method_args"].get("snapshot_every"):
+            d["method_args"].pop("snapshot_every", None)
         return sha256_json({"config": d, "data": data_hashes})[:8]
 
     def run_dir(self, data_hashes: list[str]) -> Path:
@@ -198,6 +208,7 @@ def validate(cfg: RunConfig) -> None:
     _check_epochs(cfg.train.epochs_per_task)
     if cfg.train.mixed_precision not in ("no", "bf16", "fp16"):
         raise MclError(f"train.mixed_precision must be no|bf16|fp16 (got {cfg.train.mixed_precision!r})")
+    cfg.text.check()
     METHODS[cfg.method].check_args(cfg.method_args)
 
 

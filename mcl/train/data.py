@@ -13,7 +13,7 @@ from functools import lru_cache
 import torch
 
 from mcl.data import Task
-from mcl.data.tokenize import IGNORE, Encoded, collate, encode_examples
+from mcl.data.tokenize import IGNORE, Encoded, TextFormat, collate, encode_examples
 
 
 @dataclass
@@ -29,9 +29,9 @@ class TaskData:
         return self.task.name
 
 
-def encode_tasks(tasks: list[Task], tokenizer, max_len: int) -> list[TaskData]:
-    """Encode each task's train split by the loss convention."""
-    return [TaskData(t, encode_examples(tokenizer, t.split("train"), max_len)) for t in tasks]
+def encode_tasks(tasks: list[Task], tokenizer, max_len: int, text: TextFormat | None = None) -> list[TaskData]:
+    """Encode each task's train split by the loss convention and the run's text format."""
+    return [TaskData(t, encode_examples(tokenizer, t.split("train"), max_len, text)) for t in tasks]
 
 
 @lru_cache(maxsize=8)

@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from mcl.adapters import get_state, set_state
-from mcl.data import load_tasks
+from mcl.data import load_tasks, text_meta
 from mcl.data.load import task_record
 from mcl.errors import MclError
 from mcl.io import atomic_path, check_output, write_json_atomic, write_text_atomic
@@ -178,17 +178,17 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
                       f"x {sizes['grad_accum']} accumulation steps")
     set_seed(cfg.train.seed)
     base, tokenizer = load_base(cfg.model)
-    data: list[TaskData] = encode_tasks(tasks, tokenizer, cfg.train.max_len)
+    data: list[TaskData] = encode_tasks(tasks, tokenizer, cfg.train.max_len, cfg.text)
     method_cls = METHODS[cfg.method]
     ctx = Context(model=None, tokenizer=tokenizer, accelerator=accelerator, config=cfg, tasks=names,
-                  train_data=data, loss_fn=mean_ce)
+                  train_data=data, loss_fn=mean_ce, run_dir=run_dir)
     method = method_cls(ctx, **cfg.method_args)
     if main:  # only now, with model, data and method arguments known good, does the run dir appear
         (run_dir / "tasks").mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     _pin_method_args(run_dir, cfg.method, method.args, write=main)
     ctx.model = method.setup(base, cfg.lora, cfg.train.seed).to(accelerator.device)
-    scorer = Scorer(data, tokenizer, cfg.eval, cfg.train.max_len, accelerator=accelerator)
+    scorer = Scorer(data, tokenizer, cfg.eval, cfg.train.max_len, cfg.text, accelerator=accelerator)
     if not (run_dir / "metrics" / "base.json").is_file():
         with ctx.peft.disable_adapter():
             base_scores = scorer.score_all(ctx.peft)  # every process scores its shard
@@ -257,7 +257,8 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
         if main:
             method.save_task(run_dir / "tasks" / f"{phase}-{name}", {"task": name, "phase": phase, "method": cfg.method,
                                                                      "step": total, "run": run_dir.name,
-                                                                     "tasks": [task_record(tasks[i]) for i in task_ids]})
+                                                                     "tasks": [task_record(tasks[i]) for i in task_ids],
+                                                                     **text_meta(cfg.text)})
         scores = {view: {} for view in method.views}
         for view in method.views:
             for i in range(len(names)):

@@ -25,14 +25,14 @@ class Scorer:
     per-example parts are summed across processes, so no process waits on another's whole evaluation.
     """
 
-    def __init__(self, data, tokenizer, eval_spec, max_len: int, accelerator=None):
+    def __init__(self, data, tokenizer, eval_spec, max_len: int, text=None, accelerator=None):
         self.names = [d.name for d in data]
         self.generate = eval_spec.generate
         self.accelerator = accelerator if accelerator is not None and accelerator.num_processes > 1 else None
         shard = (self.accelerator.process_index, self.accelerator.num_processes) if self.accelerator else (0, 1)
         self.evaluators = [
             TaskEvaluator(tokenizer, d.task, eval_spec.split, eval_spec.batch_size, max_len, eval_spec.max_examples,
-                          shard=shard)
+                          text=text, shard=shard)
             for d in data
         ]
 

@@ -38,6 +38,7 @@ class Context:
     tasks: list[str]
     train_data: list[Any] = field(default_factory=list)
     loss_fn: Any = None
+    run_dir: Path | None = None  # where the run writes (snapshots); None outside a run
 
     @property
     def peft(self):

@@ -7,6 +7,8 @@ step counted from 1 (CLS-ER warm-up: it counts steps, not updates).
 Once the reservoir buffer holds earlier tasks: loss = CE(current, replay) + γ·MSE(H_fast, Z) on the
 replay batch's non-padding positions of the selected layers, with Z = max(H_fast, H_slow) (released
 code) or H_slow. The R matrix uses the slow learner (`inference`), the fast one is reported beside it.
+`snapshot_every: N` (opt-in) also saves both learners every N steps as PEFT dirs
+`tasks/<k>-<task>/snapshots/step-<s>/{fast,slow}/`, the trajectories a loss-plane figure draws.
 See shared/ILORA.md for the spec and the released code's defects this file avoids.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from mcl.adapters import AdapterState, add_lora, lora_parameters, save_adapter, set_state
+from mcl.data.tokenize import text_meta
 from mcl.errors import MclError
 from mcl.paths import Linear
 from mcl.train.losses import answer_ce
@@ -41,6 +44,7 @@ class ILoRA(ER):
         "replay_weighting": "mean",
         "buffer_size": 500,
         "inference": "slow",
+        "snapshot_every": 0,
     }
     choices = {**ER.choices, "consistency_target": TARGETS, "inference": ("slow", "fast"), "space": ("factors",)}
     bounds = {**ER.bounds, "ema_lambda": (0.0, 1.0), "update_prob": (0.0, 1.0)}
@@ -55,6 +59,12 @@ class ILoRA(ER):
 
     def __init__(self, ctx, **args):
         super().__init__(ctx, **args)
+        self.snapshot_every = int(self.args["snapshot_every"])
+        if self.snapshot_every < 0:
+            raise MclError("snapshot_every must be >= 0 (0: no snapshots)")
+        if not self.snapshot_every:  # off: not pinned in method.json, so runs made before it resume
+            del self.args["snapshot_every"]
+        self.phase: tuple[int, str] = (0, "")  # (index, task name) of the phase being trained
         if self.args["consistency_target"] not in TARGETS:
             raise MclError(f"consistency_target must be one of {TARGETS}")
         if self.args["inference"] not in ("slow", "fast"):
@@ -95,11 +105,26 @@ class ILoRA(ER):
         point = Linear(slow, fast, space=self.args["space"]).point(1.0 - lam)
         set_state(peft, point.tensors, "slow", params=self._slow_params)
 
+    def begin_task(self, phase, task_ids):
+        super().begin_task(phase, task_ids)
+        self.phase = (phase, "+".join(self.ctx.tasks[i] for i in task_ids))
+
     def after_step(self, batch, task_ids, step):
         self.steps += 1
         if float(self.args["update_prob"]) >= 1.0 or torch.rand((), generator=self.update_rng) < float(self.args["update_prob"]):
             self.update_slow()
         super().after_step(batch, task_ids, step)
+        if self.snapshot_every and (step + 1) % self.snapshot_every == 0:
+            self.save_snapshot(step + 1)
+
+    def save_snapshot(self, step: int) -> None:
+        """Write the fast and slow adapters after `step` of this phase under the task dir (main process only)."""
+        if self.ctx.run_dir is None or not self.ctx.accelerator.is_main_process:
+            return
+        phase, task = self.phase
+        out = self.ctx.run_dir / "tasks" / f"{phase}-{task}" / "snapshots" / f"step-{step:06d}"
+        self.save_task(out, {"task": task, "phase": phase, "method": self.name,
+                             "step": step, "snapshot": True, **text_meta(self.ctx.config.text)})
 
     @property
     def _slow_params(self):
