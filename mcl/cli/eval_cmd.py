@@ -34,12 +34,12 @@ def load_model(model: str, adapter: str | None):
 
 def _sidecar(adapter: str) -> dict:
     """The adapter dir's mcl.json ({} when absent)."""
-    import json
+    from pathlib import Path
 
-    from mcl.adapters.io import SIDECAR
+    from mcl.adapters.io import SIDECAR, read_json_object
 
     f = Path(adapter) / SIDECAR
-    return json.loads(f.read_text()) if f.is_file() else {}
+    return read_json_object(f, "the mcl sidecar") if f.is_file() else {}
 
 
 def format_table(rows: list[dict]) -> str:
@@ -68,8 +68,8 @@ def _eval(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     tasks = load_tasks(args.tasks)
-    text = text_of(args, [_sidecar(args.adapter)] if args.adapter else [])
     model, tokenizer = load_model(args.model, args.adapter)
+    text = text_of(args, [_sidecar(args.adapter)] if args.adapter else [])
     rows = []
     for task in tasks:
         rows.append(
