@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from mcl.cli.barrier_cmd import base_of, tasks_of
+from mcl.cli.device_args import add_device_args, model_kwargs
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -24,7 +25,7 @@ def _fit(args: argparse.Namespace) -> int:
                        weight_decay=args.weight_decay, seed=args.seed, checkpoint_every=args.checkpoint_every)
     a, b = read_adapter(args.a), read_adapter(args.b)
     tasks = load_tasks(tasks_of([a, b], args.data))
-    model, tokenizer = load_base(base_of([a, b], args.base))
+    model, tokenizer = load_base(base_of([a, b], args.base), **model_kwargs(args))
     objective = TaskObjective(tokenizer, tasks, "train", args.batch_size, args.max_len, args.seed)
     _, history = fit_curve(a, b, model, objective.loss, config, Path(args.out), progress=not args.quiet)
     tail = history[-min(20, len(history)):]
@@ -55,4 +56,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--checkpoint-every", type=int, default=25)
     f.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_device_args(f)
     f.set_defaults(func=_fit)

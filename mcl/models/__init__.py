@@ -109,18 +109,23 @@ def load_tokenizer(name_or_path: str | os.PathLike):
 
 
 def load_base(name_or_path: str | os.PathLike, dtype: torch.dtype | str = torch.float32, device: str | None = None):
-    """Load (model, tokenizer) for a causal LM given by name, dir or hub id; model in eval mode."""
+    """Load (model, tokenizer) for a causal LM given by name, dir or hub id; model in eval mode.
+
+    `dtype`: fp32 | bf16 | fp16 (or a torch dtype) for the weights; `device`: cpu, cuda[:N] or None (stay on cpu).
+    """
     from transformers import AutoModelForCausalLM
 
+    from mcl.models.device import resolve_device, resolve_dtype
+
+    dtype = resolve_dtype(dtype)
+    target = resolve_device(device) if device is not None else None  # fail on a missing GPU before loading
     path = resolve_model(name_or_path)
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     except OSError as e:
         raise MclError(f"cannot load model {name_or_path}: {str(e).splitlines()[0]}") from None
-    if device:
-        model.to(device)
+    if target is not None:
+        model.to(target)
     model.eval()
     model.config.mcl_base = str(name_or_path)
     return model, load_tokenizer(path)
