@@ -131,6 +131,15 @@ def load_base(name_or_path: str | os.PathLike, dtype: torch.dtype | str = torch.
     return model, load_tokenizer(path)
 
 
+def enable_gradient_checkpointing(model) -> None:
+    """Recompute each decoder layer's activations in backward (non-reentrant; works with a frozen base)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x; older: the deprecated name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def base_model_id(model) -> str:
     """The id a model was loaded by (mcl name, dir or hub id), for sidecars and compatibility checks."""
     return getattr(model.config, "mcl_base", None) or model.config.name_or_path

@@ -33,6 +33,7 @@ class TrainSpec:
     max_len: int = 256
     max_grad_norm: float = 1.0
     mixed_precision: str = "no"  # no | bf16 | fp16 (GPU)
+    gradient_checkpointing: bool = False  # recompute decoder activations in backward (less memory, ~1.3x time)
     checkpoint_every: int = 50
     seed: int = 0
 
@@ -47,12 +48,16 @@ class EvalSpec:
     generate: bool = True
 
 
+ADDED_KEYS: dict[tuple[str, ...], Any] = {("model_dtype",): "fp32", ("train", "gradient_checkpointing"): False}
+
+
 @dataclass
 class RunConfig:
     """A continual-learning run: base model, LoRA, task order, method and its parameters."""
 
     name: str = "run"
     model: str = "tiny"
+    model_dtype: str = "fp32"  # fp32 | bf16 | fp16: base weights only; LoRA, optimizer state, slow learner stay fp32
     tasks: list[str] = field(default_factory=lambda: ["topic", "policy", "arith"])
     method: str = "seq"
     method_args: dict[str, Any] = field(default_factory=dict)
@@ -70,6 +75,12 @@ class RunConfig:
         """Hash of everything that changes results: the config (not where runs go) and the task data."""
         d = self.to_dict()
         d.pop("runs_dir")
+        for keys, default in ADDED_KEYS.items():  # at their defaults, keys added later leave the hash as it was
+            node = d
+            for k in keys[:-1]:
+                node = node[k]
+            if node.get(keys[-1]) == default:
+                node.pop(keys[-1])
         return sha256_json({"config": d, "data": data_hashes})[:8]
 
     def run_dir(self, data_hashes: list[str]) -> Path:
@@ -139,6 +150,8 @@ def validate(cfg: RunConfig) -> None:
         raise MclError("tasks must name at least one task")
     if len(set(cfg.tasks)) != len(cfg.tasks):
         raise MclError(f"tasks contains duplicates: {cfg.tasks}")
+    if cfg.model_dtype not in ("fp32", "bf16", "fp16"):
+        raise MclError(f"model_dtype must be fp32|bf16|fp16 (got {cfg.model_dtype!r})")
     if cfg.train.mixed_precision not in ("no", "bf16", "fp16"):
         raise MclError(f"train.mixed_precision must be no|bf16|fp16 (got {cfg.train.mixed_precision!r})")
     METHODS[cfg.method].check_args(cfg.method_args)

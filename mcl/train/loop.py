@@ -4,6 +4,8 @@ Per phase (a task, or all tasks for joint training): fresh AdamW + warm-up/cosin
 deterministic batch order (a pure function of seed, phase and step, so a resumed run sees the same
 batches), checkpoints of the resume state every `checkpoint_every` steps, then the phase's adapters
 are saved as PEFT dirs and every task is scored (R matrix). Methods plug in through hooks only.
+The step never waits on the host: the loss is read (and checked for NaN/inf, via a device-side flag)
+only every LOG_EVERY steps, at checkpoints and at the end of a phase, so no bad state is ever saved.
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ from mcl.data import load_tasks
 from mcl.errors import MclError
 from mcl.io import atomic_path, write_json_atomic, write_text_atomic
 from mcl.train.config import RunConfig
-from mcl.train.losses import mean_ce
+from mcl.train.losses import mean_ce, to_device
 from mcl.train.data import TaskData, encode_tasks, make_batch
 from mcl.train.methods import METHODS, Context
 from mcl.train.scoring import Scorer, write_metrics
+
+
+LOG_EVERY = 10  # steps between reads of the loss (progress bar, NaN check); each read is a host sync
 
 
 class _Stop(Exception):
@@ -100,7 +105,7 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from mcl.models import load_base
+    from mcl.models import enable_gradient_checkpointing, load_base
 
     tasks = load_tasks(cfg.tasks)  # fail on a bad task before loading any model ('mcl-suite' = all eight)
     names = [t.name for t in tasks]
@@ -113,7 +118,9 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
         (run_dir / "tasks").mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     set_seed(cfg.train.seed)
-    base, tokenizer = load_base(cfg.model)
+    base, tokenizer = load_base(cfg.model, dtype=cfg.model_dtype)  # LoRA tensors stay fp32 (PEFT's autocast)
+    if cfg.train.gradient_checkpointing:
+        enable_gradient_checkpointing(base)
     data: list[TaskData] = encode_tasks(tasks, tokenizer, cfg.train.max_len)
     method_cls = METHODS[cfg.method]
     ctx = Context(model=None, tokenizer=tokenizer, accelerator=accelerator, config=cfg, tasks=names,
@@ -151,6 +158,8 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
         bar = tqdm(range(start, total), desc=f"[{phase + 1}/{len(phases)}] {name}",
                    disable=not (progress_bar and main), initial=start, total=total)
         t0 = time.time()
+        nonfinite = torch.zeros((), dtype=torch.bool, device=accelerator.device)
+        checked = start
         for step in bar:
             model.train()
             for g in optimizer.param_groups:
@@ -158,12 +167,10 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
             for micro in range(cfg.train.grad_accum):
                 batch = make_batch(data, task_ids, cfg.train, phase, step * cfg.train.grad_accum + micro,
                                    tokenizer.pad_token_id, accelerator.process_index, accelerator.num_processes)
-                batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                batch = to_device(batch, accelerator.device)
                 with accelerator.autocast():
                     loss = method.loss(batch, task_ids) / cfg.train.grad_accum
-                if not torch.isfinite(loss):
-                    raise MclError(f"non-finite loss at task {name!r} step {step}: stopped; the last good "
-                                   f"checkpoint is in {state_dir if state_dir.exists() else run_dir / 'tasks'}")
+                nonfinite |= ~torch.isfinite(loss.detach())
                 accelerator.backward(loss)
             method.after_backward()
             if cfg.train.max_grad_norm > 0:
@@ -171,7 +178,12 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             method.after_step(batch, task_ids, step)
-            bar.set_postfix(loss=f"{loss.item() * cfg.train.grad_accum:.3f}")
+            if (step + 1) % LOG_EVERY == 0 or (step + 1) % cfg.train.checkpoint_every == 0 or step + 1 == total:
+                if nonfinite.item():
+                    raise MclError(f"non-finite loss at task {name!r} in steps {checked}-{step}: stopped; the last good "
+                                   f"checkpoint is in {state_dir if state_dir.exists() else run_dir / 'tasks'}")
+                checked = step + 1
+                bar.set_postfix(loss=f"{loss.item() * cfg.train.grad_accum:.3f}")
             if (step + 1) % cfg.train.checkpoint_every == 0 and step + 1 < total:
                 if main:
                     _save_state(state_dir, method, optimizer, {"phase": phase, "step": step + 1, "phases_done": phase})
