@@ -7,7 +7,9 @@ second task (`make_batch`, so data loading costs the same in both). mcl's time i
 for the second task (`train_seconds` of phase 1, where ER/I-LoRA replay and I-LoRA's slow forward,
 consistency loss and slow update are active). Methods run interleaved, `--repeats` times; the fastest
 repeat of each counts (least disturbed on a shared machine). tokens/s counts the current batch's
-non-padding tokens (replay tokens are extra work, not throughput).
+non-padding tokens (replay tokens are extra work, not throughput). On CPU the process CPU time is
+reported beside wall time: on a machine shared with other jobs it is the steadier figure, and with
+`--threads 1` (the default on CPU) the ratios are taken on it; on a GPU, on wall time.
 
     python benchmarks/train_step.py [--model tiny] [--steps 30] [--batch 16] [--device cpu|cuda] [--dtype bf16]
          [--mixed-precision bf16] [--json OUT.json]
@@ -23,12 +25,13 @@ import json
 import platform
 import tempfile
 import time
+from typing import Callable
 
 import torch
 
 
-def bare_loop(cfg, device: torch.device, batches: list[dict]) -> float:
-    """Seconds for the user's loop over `batches` (HF loss via labels, AdamW, clipping)."""
+def bare_loop(cfg, device: torch.device, make: Callable[[int], dict], steps: int) -> tuple[float, float]:
+    """(wall, CPU) seconds of the user's loop over batches make(0..steps-1) (HF loss via labels, AdamW, clipping)."""
     from mcl.adapters import add_lora
     from mcl.models import load_base
 
@@ -40,8 +43,9 @@ def bare_loop(cfg, device: torch.device, batches: list[dict]) -> float:
     amp = cfg.train.mixed_precision != "no"
     amp_dtype = torch.bfloat16 if cfg.train.mixed_precision == "bf16" else torch.float16
     _sync(device)
-    t0 = time.perf_counter()
-    for b in batches:
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    for step in range(steps):
+        b = make(step)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
             loss = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device),
                          labels=b["labels"].to(device)).loss
@@ -50,15 +54,16 @@ def bare_loop(cfg, device: torch.device, batches: list[dict]) -> float:
         opt.step()
         opt.zero_grad(set_to_none=True)
     _sync(device)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - cpu0
 
 
-def mcl_run(cfg) -> float:
-    """Seconds mcl's loop spent on the second task (its own clock, scoring excluded)."""
+def mcl_run(cfg) -> tuple[float, float]:
+    """(wall, CPU) seconds mcl's loop spent on the second task (its own clocks, scoring excluded)."""
     from mcl.train.loop import train
 
     run = train(cfg, progress_bar=False)
-    return json.loads((run / "metrics" / "phase-1.json").read_text())["train_seconds"]
+    phase = json.loads((run / "metrics" / "phase-1.json").read_text())
+    return phase["train_seconds"], phase["train_cpu_seconds"]
 
 
 def _sync(device: torch.device) -> None:
@@ -85,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="base weights (model_dtype)")
     p.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"], help="autocast in both loops")
     p.add_argument("--gradient-checkpointing", action="store_true")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default on CPU: 1)")
     p.add_argument("--json", help="also write the results here")
     a = p.parse_args(argv)
     import os
@@ -96,9 +101,9 @@ def main(argv: list[str] | None = None) -> dict:
     from mcl.data import load_tasks
     from mcl.models import load_tokenizer
 
-    if a.threads:
-        torch.set_num_threads(a.threads)
     device = resolve_device(a.device)
+    if a.threads or device.type == "cpu":
+        torch.set_num_threads(a.threads or 1)
     if device.type == "cpu":
         os.environ["ACCELERATE_USE_CPU"] = "1"  # mcl's loop on the same device as the bare one
     tasks = a.tasks.split(",")
@@ -118,29 +123,35 @@ def main(argv: list[str] | None = None) -> dict:
         cfg = config("seq", 0)
         tok = load_tokenizer(cfg.model)
         data = encode_tasks(load_tasks(tasks), tok, a.max_len)
-        batches = [make_batch(data, [1], cfg.train, 1, s, tok.pad_token_id) for s in range(a.steps)]
-        tokens = int(sum(b["attention_mask"].sum() for b in batches))
+        def make(step: int) -> dict:  # the second task's batches, exactly as mcl's loop builds them
+            return make_batch(data, [1], cfg.train, 1, step, tok.pad_token_id)
+
+        tokens = int(sum(make(s)["attention_mask"].sum() for s in range(a.steps)))
         for repeat in range(a.repeats):  # interleaved, so drift on a shared machine hits every method alike
             for method in methods:
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)
-                seconds = bare_loop(cfg, device, batches) if method == "bare" else mcl_run(config(method, repeat))
-                results[method].append({"seconds": seconds, "peak_gib": _peak(device)})
+                wall, cpu = bare_loop(cfg, device, make, a.steps) if method == "bare" else mcl_run(config(method, repeat))
+                results[method].append({"seconds": wall, "cpu_seconds": cpu, "peak_gib": _peak(device)})
+    clock = "cpu_seconds" if device.type == "cpu" else "seconds"
     rows = {}
     for method, rs in results.items():
-        best = min(r["seconds"] for r in rs)
+        best = min(r[clock] for r in rs)
         peaks = [r["peak_gib"] for r in rs if r["peak_gib"] is not None]
         rows[method] = {"ms_per_step": best / a.steps * 1e3, "tokens_per_s": tokens / best,
-                        "peak_cuda_gib": max(peaks) if peaks else None, "all_seconds": [r["seconds"] for r in rs]}
+                        "wall_ms_per_step": min(r["seconds"] for r in rs) / a.steps * 1e3,
+                        "peak_cuda_gib": max(peaks) if peaks else None, "runs": rs}
     setup = (f"model={a.model} device={device} dtype={a.dtype} mixed_precision={a.mixed_precision} "
              f"grad_ckpt={a.gradient_checkpointing} tasks={a.tasks} (2nd timed) steps={a.steps} batch={a.batch} "
              f"max_len={a.max_len} buffer={a.buffer} repeats={a.repeats} threads={torch.get_num_threads()} "
              f"torch={torch.__version__} host={platform.node()}")
     print(setup)
-    print(f"{'method':8s} {'ms/step':>9s} {'tokens/s':>10s} {'peak CUDA GiB':>14s}   (fastest of {a.repeats})")
+    print(f"ms/step and tokens/s on {'process CPU time' if clock == 'cpu_seconds' else 'wall time'}, "
+          f"fastest of {a.repeats}; wall ms/step beside it")
+    print(f"{'method':8s} {'ms/step':>9s} {'tokens/s':>10s} {'wall ms/step':>13s} {'peak CUDA GiB':>14s}")
     for method, r in rows.items():
         peak = "-" if r["peak_cuda_gib"] is None else f"{r['peak_cuda_gib']:.2f}"
-        print(f"{method:8s} {r['ms_per_step']:9.1f} {r['tokens_per_s']:10.0f} {peak:>14s}")
+        print(f"{method:8s} {r['ms_per_step']:9.1f} {r['tokens_per_s']:10.0f} {r['wall_ms_per_step']:13.1f} {peak:>14s}")
     ratios = {}
     if "er" in rows and "ilora" in rows:
         ratios["ilora_over_er_step_time"] = rows["ilora"]["ms_per_step"] / rows["er"]["ms_per_step"]

@@ -157,7 +157,7 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
         name = "+".join(names[i] for i in task_ids)
         bar = tqdm(range(start, total), desc=f"[{phase + 1}/{len(phases)}] {name}",
                    disable=not (progress_bar and main), initial=start, total=total)
-        t0 = time.time()
+        t0, cpu0 = time.time(), time.process_time()
         nonfinite = torch.zeros((), dtype=torch.bool, device=accelerator.device)
         checked = start
         for step in bar:
@@ -190,7 +190,7 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
                 accelerator.wait_for_everyone()
                 if stop_at == (phase, step + 1):
                     raise _Stop(f"stopped after step {step + 1}")
-        seconds = time.time() - t0
+        seconds, cpu_seconds = time.time() - t0, time.process_time() - cpu0
         method.end_task(phase, task_ids)
         if main:
             task_dir = run_dir / "tasks" / f"{phase}-{name}"
@@ -202,7 +202,7 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
                     with method.eval_view(view, i, phase):
                         scores[view][names[i]] = scorer.score(ctx.peft, i)
             write_json_atomic(run_dir / "metrics" / f"phase-{phase}.json",
-                              {"phase": phase, "tasks": [names[i] for i in task_ids], "train_seconds": seconds,
+                              {"phase": phase, "tasks": [names[i] for i in task_ids], "train_seconds": seconds, "train_cpu_seconds": cpu_seconds,
                                "steps": total, "scores": scores})
             _save_state(state_dir, method, optimizer, {"phase": phase + 1, "step": 0, "phases_done": phase + 1})
         accelerator.wait_for_everyone()

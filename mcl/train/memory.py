@@ -3,9 +3,9 @@
 Exact parts (tensor bytes, checked against live models in tests): the base weights in `model_dtype`;
 each trainable LoRA tensor in fp32 with its gradient and AdamW's two moments (16 B/param); I-LoRA's
 slow learner (4 B/param). Estimated part: activations saved for backward, per token and decoder layer
-`ACT_BYTES_PER_H[...] · hidden` bytes — coefficients measured on CPU (saved-tensor bytes of LLaMA
-shapes with all-linear LoRA, intermediate ≈ 2.7·hidden as in SmolLM2 and Llama-2; sdpa's math path,
-so attention probabilities are included: an upper bound for GPU flash attention) — plus the fp32
+`ACT_BYTES_PER_H[...] · hidden` bytes — coefficients measured on CPU (`measure_saved_bytes`: the
+per-layer slope of saved-tensor bytes of LLaMA shapes, intermediate ≈ 2.75·hidden as in SmolLM2 and
+Llama-2, all-linear LoRA, seq 128; with checkpointing exactly the layer input) — plus the fp32
 logits at label positions, replay's second batch (ER, I-LoRA), I-LoRA's slow hidden states and
 consistency buffers, and with gradient checkpointing one layer's activations recomputed at a time.
 CUDA context and allocator slack are not tensors: `fits` adds HEADROOM_GIB and 10%.
@@ -21,7 +21,7 @@ from mcl.adapters import LoraSpec
 GIB = 2**30
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 # bytes saved for backward per token per decoder layer, in units of hidden size: (activation dtype, checkpointing)
-ACT_BYTES_PER_H = {("fp32", False): 130.0, ("bf16", False): 96.0, ("fp32", True): 4.0, ("bf16", True): 2.0}
+ACT_BYTES_PER_H = {("fp32", False): 103.0, ("bf16", False): 82.0, ("fp32", True): 4.0, ("bf16", True): 2.0}
 HEADROOM_GIB = 1.5  # CUDA context, cuBLAS workspaces
 REPLAY_METHODS = {"er": 2, "ilora": 2, "ilora-released": 2}  # batches in one step's graph
 SLOW_METHODS = {"ilora", "ilora-released"}
@@ -124,3 +124,38 @@ def estimate_for(model: str, method: str, batch: int, seq_len: int, model_dtype:
 
 
 LLAMA2_7B = Shape(hidden=4096, intermediate=11008, layers=32, heads=32, kv_heads=32, vocab=32000, tied=False)
+
+
+def measure_saved_bytes(model, input_ids, attention_mask) -> int:
+    """Bytes of the distinct tensors autograd saves for backward in one forward (the exact activation memory)."""
+    import torch
+
+    storages: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=1, use_cache=False)
+    return sum(storages.values())
+
+
+def table(shape: Shape, lora: LoraSpec, method: str, seq_len: int, batches: list[int],
+          gpus: tuple[int, ...] = (24, 40, 80)) -> str:
+    """A markdown table: GiB by part per micro-batch size, with and without checkpointing, and which GPUs fit."""
+    rows = ["| micro-batch | checkpointing | base | LoRA + AdamW | slow learner | activations | total | fits |",
+            "|---|---|---|---|---|---|---|---|"]
+    for batch in batches:
+        for ckpt in (False, True):
+            e = estimate(shape, lora, method, batch, seq_len, "bf16", ckpt)
+            fits = ", ".join(f"{g} GB" for g in gpus if e.fits(g)) or "none"
+            rows.append(f"| {batch} | {'on' if ckpt else 'off'} | {e.base:.1f} | {e.lora_and_optimizer:.2f} | "
+                        f"{e.slow_learner:.3f} | {e.activations:.1f} | {e.total:.1f} | {fits} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # python -m mcl.train.memory: the README's Llama-2-7B table
+    print(table(LLAMA2_7B, LoraSpec(r=8, alpha=16.0, target_modules=["q_proj", "v_proj"]), "ilora", 1024,
+                [1, 2, 4, 8, 16]))
