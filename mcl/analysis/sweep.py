@@ -61,6 +61,16 @@ def _score(task: TaskEvaluator, model: torch.nn.Module, metric: bool) -> dict[st
             "higher_is_better": task.metric.higher_is_better}
 
 
+def _model_key(model: torch.nn.Module) -> str:
+    """Cache identity of the model: weights fingerprint (dtypes included) and, off CPU, the device type.
+
+    CPU records keep the fingerprint alone as their key, so caches written before devices existed stay valid.
+    """
+    fingerprint = model_fingerprint(model)
+    device = next(model.parameters()).device.type
+    return fingerprint if device == "cpu" else f"{fingerprint}@{device}"
+
+
 def _resolve_cache(cache: PointCache | bool | None) -> PointCache | None:
     if cache is True:
         return PointCache()
@@ -79,7 +89,7 @@ def evaluate_points(
 ) -> pd.DataFrame:
     """Score every task at every job's point; cached records are reused, the model is bound only if needed."""
     cache = _resolve_cache(cache)
-    base = model_fingerprint(model) if cache else None
+    base = _model_key(model) if cache else None
     task_desc = [_task_description(t) for t in tasks]
     rows, computed = [], 0
     with ExitStack() as stack:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from mcl.cli.device_args import add_device_args, model_kwargs
 from mcl.cli.main import run_cli
 from mcl.cli.text_flags import add_text_arguments, text_of
 from mcl.errors import MclError
@@ -25,7 +26,7 @@ DEFAULT_POINTS = 11
 
 
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
-    """Flags shared by barrier, curve, plane and barrier-matrix: base model, data and evaluation settings."""
+    """Flags shared by barrier, plane and barrier-matrix: base model, data, evaluation settings, device and dtype."""
     p.add_argument("--base", metavar="MODEL", help="base model (name, dir or hub id); default: the adapters' base model")
     p.add_argument("--data", nargs="+", metavar="TASK",
                    help="built-in task names or task dirs; default: exactly the data the checkpoints were trained "
@@ -38,6 +39,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", action="store_true", help="do not read or write the sweep cache")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_text_arguments(p)
+    add_device_args(p)
 
 
 MAX_POINTS = 1001
@@ -113,7 +115,7 @@ def load_model_and_tasks(args: argparse.Namespace, states: Sequence[AdapterState
     from mcl.models import load_base
 
     names = tasks_of(states, args.data)
-    model, tokenizer = load_base(base_of(states, args.base))
+    model, tokenizer = load_base(base_of(states, args.base), **model_kwargs(args))
     text = text_of(args, [s.meta for s in states])
     return model, tokenizer, evaluators(tokenizer, names, split or args.split, args.batch_size, args.max_len, args.limit,
                                         text)

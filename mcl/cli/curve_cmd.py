@@ -14,6 +14,7 @@ from pathlib import Path
 from mcl.cli.barrier_cmd import apply_base_override, base_of, check_model_arg, tasks_of
 from mcl.errors import MclError
 from mcl.cli.text_flags import add_text_arguments, text_of
+from mcl.cli.device_args import add_device_args, model_kwargs
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -37,7 +38,7 @@ def _fit(args: argparse.Namespace) -> int:
     a, b = read_adapter(args.a), read_adapter(args.b)
     apply_base_override([a, b], args.base)
     tasks = load_tasks(tasks_of([a, b], args.data))
-    model, tokenizer = load_base(base_of([a, b], args.base))
+    model, tokenizer = load_base(base_of([a, b], args.base), **model_kwargs(args))
     objective = TaskObjective(tokenizer, tasks, "train", args.batch_size, args.max_len, args.seed,
                               text_of(args, [a.meta, b.meta]))
     _, history = fit_curve(a, b, model, objective.loss, config, Path(args.out), progress=not args.quiet)
@@ -70,4 +71,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--checkpoint-every", type=int, default=25)
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     add_text_arguments(f)
+    add_device_args(f)
     f.set_defaults(func=_fit)

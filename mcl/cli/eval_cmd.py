@@ -11,14 +11,15 @@ import math
 import sys
 
 from mcl.cli.text_flags import add_text_arguments, text_of
+from mcl.cli.device_args import add_device_args, model_kwargs
 from mcl.errors import MclError
 
 
-def load_model(model: str, adapter: str | None):
-    """(model, tokenizer): a base model by name/dir/hub id, with a PEFT adapter dir loaded on top."""
+def load_model(model: str, adapter: str | None, **load_kwargs):
+    """(model, tokenizer): a base model by name/dir/hub id (`load_kwargs`: device, dtype), PEFT adapter on top."""
     from mcl.models import load_base
 
-    base, tokenizer = load_base(model)
+    base, tokenizer = load_base(model, **load_kwargs)
     if adapter is None:
         return base, tokenizer
     from peft import PeftModel
@@ -68,7 +69,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     tasks = load_tasks(args.tasks)
-    model, tokenizer = load_model(args.model, args.adapter)
+    model, tokenizer = load_model(args.model, args.adapter, **model_kwargs(args))
     text = text_of(args, [_sidecar(args.adapter)] if args.adapter else [])
     rows = []
     for task in tasks:
@@ -101,4 +102,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, help="first N examples of each split only")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     add_text_arguments(p)
+    add_device_args(p)
     p.set_defaults(func=_eval)

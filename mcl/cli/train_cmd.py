@@ -6,7 +6,8 @@ import argparse
 import json
 import os
 
-
+from mcl.cli.device_args import add_device_args
+from mcl.errors import MclError
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -17,6 +18,15 @@ def _train(args: argparse.Namespace) -> int:
     config = args.config
     if config and "=" in config and not config.endswith((".yaml", ".yml")):
         config, overrides = None, [config, *overrides]
+    if args.dtype:
+        overrides.append(f"model_dtype={args.dtype}")
+    if args.device is not None:  # accelerate places the processes; --device only picks cpu or the GPU(s)
+        from mcl.cli.device_args import resolve_device
+
+        if resolve_device(args.device) not in ("cpu", "cuda"):
+            raise MclError("mcl train takes --device cpu or cuda; pick GPUs with CUDA_VISIBLE_DEVICES")
+        if args.device == "cpu":
+            os.environ["ACCELERATE_USE_CPU"] = "1"
     cfg = load_config(config, overrides)
     run_dir = resolve_run_dir(cfg)
     if (run_dir / "state").exists():
@@ -42,6 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", help="key=value overrides")
     p.add_argument("--resume", action="store_true", help="accepted for clarity: a run with this config and data always resumes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_device_args(p, dtype_default=None)
     p.set_defaults(func=_train)
 
 
@@ -49,7 +60,7 @@ def normalize_argv(argv: list[str]) -> list[str]:
     """Turn `--key=value` overrides after `train` into positional `key=value` (argparse-friendly)."""
     if not argv or argv[0] != "train":
         return argv
-    known = {"--resume", "--quiet", "-h", "--help"}
+    known = {"--resume", "--quiet", "--device", "--dtype", "-h", "--help"}
     return [a[2:] if a.startswith("--") and "=" in a and a.split("=")[0] not in known else a for a in argv]
 
 

@@ -121,21 +121,35 @@ def load_tokenizer(name_or_path: str | os.PathLike):
 
 
 def load_base(name_or_path: str | os.PathLike, dtype: torch.dtype | str = torch.float32, device: str | None = None):
-    """Load (model, tokenizer) for a causal LM given by name, dir or hub id; model in eval mode."""
+    """Load (model, tokenizer) for a causal LM given by name, dir or hub id; model in eval mode.
+
+    `dtype`: fp32 | bf16 | fp16 (or a torch dtype) for the weights; `device`: cpu, cuda[:N] or None (stay on cpu).
+    """
     from transformers import AutoModelForCausalLM
 
+    from mcl.models.device import resolve_device, resolve_dtype
+
+    dtype = resolve_dtype(dtype)
+    target = resolve_device(device) if device is not None else None  # fail on a missing GPU before loading
     path = resolve_model(name_or_path)
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=False)
     except (OSError, ValueError) as e:
         raise MclError(f"cannot load model {name_or_path}: {(str(e).splitlines() or [repr(e)])[0]}") from None
-    if device:
-        model.to(device)
+    if target is not None:
+        model.to(target)
     model.eval()
     model.config.mcl_base = str(name_or_path)
     return model, load_tokenizer(path)
+
+
+def enable_gradient_checkpointing(model) -> None:
+    """Recompute each decoder layer's activations in backward (non-reentrant; works with a frozen base)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x; older: the deprecated name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def base_model_id(model) -> str:

@@ -102,6 +102,12 @@ class Linear(InterpolationPath):
         """[1−t, t]."""
         return [1.0 - t, t]
 
+    def point(self, t: float) -> AdapterState:
+        """The space's straight-line point at t (factor space: torch.lerp, as `lerp_states_`)."""
+        if not 0.0 <= t <= 1.0:
+            raise ValueError(f"t must lie in [0, 1], got {t}")
+        return self.space.lerp(self.nodes[0], self.nodes[1], t)
+
 
 @register_path
 class Bezier(InterpolationPath):

@@ -7,6 +7,8 @@ Every path point is a weighted sum Σ wᵢ·nodeᵢ (weights summing to 1); a sp
   B = [w₀s₀B₀, w₁s₁B₁, …]) in one live adapter of rank Σ rᵢ with scale 1; works for different ranks.
 - `merged`: W0 + ΔW(t) written into the base weights (W0 kept and restored); the reference space.
 `bind(model, point)` returns a Binding whose `apply(point)` copies a point into the live tensors in place.
+`lerp_states_(dst, src, t)` moves live factor tensors to the factor-space point t of the line dst→src in
+one fused multi-tensor op — the same formula (torch.lerp) as `Linear(dst, src).point(t)` in factor space.
 """
 
 from __future__ import annotations
@@ -80,6 +82,10 @@ class Space:
     def node_on_line(self, a: AdapterState, b: AdapterState, s: float) -> AdapterState:
         """An adapter (usable as a path node) at (1−s)·a + s·b in this space."""
         return self.combine([a, b], [1.0 - s, s])
+
+    def lerp(self, a: AdapterState, b: AdapterState, t: float) -> AdapterState:
+        """The point (1−t)·a + t·b of the straight line a→b (exactly a at t=0 and b at t=1)."""
+        return self.combine([a, b], [1.0 - t, t])
 
     def bind(self, model: torch.nn.Module, point: AdapterState) -> Binding:
         """Prepare `model` so that points laid out like `point` can be applied in place."""
@@ -155,6 +161,11 @@ class FactorSpace(Space):
         tensors = {k: sum(w * n.tensors[k] for w, n in used) for k in nodes[0].tensors}
         return AdapterState(dict(nodes[0].config), tensors, meta=_base_meta(nodes))
 
+    def lerp(self, a: AdapterState, b: AdapterState, t: float) -> AdapterState:
+        """torch.lerp key by key: a + t·(b − a), exact at both ends (the formula of `lerp_states_`)."""
+        tensors = {k: torch.lerp(a.tensors[k], b.tensors[k], t) for k in a.tensors}
+        return AdapterState(dict(a.config), tensors, meta=_base_meta([a, b]))
+
     def bind(self, model: torch.nn.Module, point: AdapterState) -> Binding:
         """A live adapter with the nodes' configuration."""
         return _lora_binding(model, point, "mcl_factors")
@@ -162,6 +173,12 @@ class FactorSpace(Space):
     def inner(self, x: AdapterState, y: AdapterState) -> float:
         """Σ over tensors of ⟨x, y⟩."""
         return float(sum((x.tensors[k].double() * y.tensors[k].double()).sum() for k in x.tensors))
+
+
+@torch.no_grad()
+def lerp_states_(dst: Sequence[torch.Tensor], src: Sequence[torch.Tensor], t: float) -> None:
+    """In place, for every pair: dst ← dst + t·(src − dst), one fused multi-tensor op (factor-space Linear point t)."""
+    torch._foreach_lerp_(list(dst), list(src), float(t))
 
 
 def _delta_inner(x: AdapterState, y: AdapterState, space: str) -> float:

@@ -39,6 +39,7 @@ class TrainSpec:
     max_len: int = 256
     max_grad_norm: float = 1.0
     mixed_precision: str = "no"  # no | bf16 | fp16 (GPU)
+    gradient_checkpointing: bool = False  # recompute decoder activations in backward (less memory, ~1.3x time)
     checkpoint_every: int = 50
     seed: int = 0
 
@@ -72,12 +73,18 @@ class EvalSpec:
     generate: bool = True
 
 
+ADDED_KEYS: dict[tuple[str, ...], Any] = {
+    ("model_dtype",): "fp32", ("train", "gradient_checkpointing"): False, ("train", "epochs_per_task"): None,
+}
+
+
 @dataclass
 class RunConfig:
     """A continual-learning run: base model, LoRA, task order, method and its parameters."""
 
     name: str = "run"
     model: str = "tiny"
+    model_dtype: str = "fp32"  # fp32 | bf16 | fp16: base weights only; LoRA, optimizer state, slow learner stay fp32
     tasks: list[str] = field(default_factory=lambda: ["topic", "policy", "arith"])
     method: str = "seq"
     method_args: dict[str, Any] = field(default_factory=dict)
@@ -100,8 +107,12 @@ class RunConfig:
         """
         d = self.to_dict()
         d.pop("runs_dir")
-        if d["train"]["epochs_per_task"] is None:  # added later: runs without it keep their names
-            d["train"].pop("epochs_per_task")
+        for keys, default in ADDED_KEYS.items():  # at their defaults, keys added later leave the hash as it was
+            node = d
+            for k in keys[:-1]:
+                node = node[k]
+            if node.get(keys[-1]) == default:
+                node.pop(keys[-1])
         if self.text.is_default():
             d.pop("text")
         if not d["method_args"].get("snapshot_every"):
@@ -206,6 +217,8 @@ def validate(cfg: RunConfig) -> None:
     if len(set(cfg.tasks)) != len(cfg.tasks):
         raise MclError(f"tasks contains duplicates: {cfg.tasks}")
     _check_epochs(cfg.train.epochs_per_task)
+    if cfg.model_dtype not in ("fp32", "bf16", "fp16"):
+        raise MclError(f"model_dtype must be fp32|bf16|fp16 (got {cfg.model_dtype!r})")
     if cfg.train.mixed_precision not in ("no", "bf16", "fp16"):
         raise MclError(f"train.mixed_precision must be no|bf16|fp16 (got {cfg.train.mixed_precision!r})")
     cfg.text.check()

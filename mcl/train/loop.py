@@ -10,6 +10,9 @@ step accumulates `train.grad_accum` micro-steps (no gradient sync before the las
 micro-batch by its share of the step's label tokens over all processes, so the gradient is that of
 one big batch's token-pooled loss. Each process keeps its own method memory (e.g. its replay buffer
 shard) and RNG, saved per rank in the resume state; scoring is split across processes.
+
+The step never waits on the host: the loss is read (and checked for NaN/inf, via a device-side flag)
+only every LOG_EVERY steps, at checkpoints and at the end of a phase, so no bad state is ever saved.
 """
 
 from __future__ import annotations
@@ -33,10 +36,13 @@ from mcl.data.load import task_record
 from mcl.errors import MclError
 from mcl.io import atomic_path, check_output, write_json_atomic, write_text_atomic
 from mcl.train.config import RunConfig
-from mcl.train.losses import mean_ce
+from mcl.train.losses import mean_ce, to_device
 from mcl.train.data import TaskData, encode_tasks, label_tokens, make_batch, step_label_tokens
 from mcl.train.methods import METHODS, Context
 from mcl.train.scoring import Scorer, write_metrics
+
+
+LOG_EVERY = 10  # steps between reads of the loss (progress bar, NaN check); each read is a host sync
 
 
 class _Stop(Exception):
@@ -155,7 +161,7 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from mcl.models import load_base
+    from mcl.models import enable_gradient_checkpointing, load_base
 
     tasks = load_tasks(cfg.tasks)  # fail on a bad task before loading any model ('mcl-suite' = all eight)
     names = [t.name for t in tasks]
@@ -177,7 +183,9 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
     accelerator.print(f"global batch {sizes['global']} = {sizes['per_device']} per device x {world} processes "
                       f"x {sizes['grad_accum']} accumulation steps")
     set_seed(cfg.train.seed)
-    base, tokenizer = load_base(cfg.model)
+    base, tokenizer = load_base(cfg.model, dtype=cfg.model_dtype)  # LoRA tensors stay fp32 (PEFT's autocast)
+    if cfg.train.gradient_checkpointing:
+        enable_gradient_checkpointing(base)
     data: list[TaskData] = encode_tasks(tasks, tokenizer, cfg.train.max_len, cfg.text)
     method_cls = METHODS[cfg.method]
     ctx = Context(model=None, tokenizer=tokenizer, accelerator=accelerator, config=cfg, tasks=names,
@@ -218,7 +226,9 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
         name = "+".join(names[i] for i in task_ids)
         bar = tqdm(range(start, total), desc=f"[{phase + 1}/{len(phases)}] {name}",
                    disable=not (progress_bar and main), initial=start, total=total)
-        t0 = time.time()
+        t0, cpu0 = time.time(), time.process_time()
+        nonfinite = torch.zeros((), dtype=torch.bool, device=accelerator.device)
+        checked = start
         for step in bar:
             model.train()
             for g in optimizer.param_groups:
@@ -232,13 +242,11 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
                 seen["task"] += batch["task"]
                 # this micro-batch's share of the step's tokens; x world undoes DDP's gradient mean
                 share = label_tokens(batch["examples"]) * world / step_tokens
-                batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                batch = to_device(batch, accelerator.device)
                 with accelerator.no_sync(model) if micro < micro_steps[-1] else nullcontext():
                     with accelerator.autocast():
                         loss = method.loss(batch, task_ids)
-                    if not torch.isfinite(loss):
-                        raise MclError(f"non-finite loss at task {name!r} step {step}: stopped; the last good "
-                                       f"checkpoint is in {state_dir if state_dir.exists() else run_dir / 'tasks'}")
+                    nonfinite |= ~torch.isfinite(loss.detach())
                     accelerator.backward(loss * share)
             method.after_backward()
             if cfg.train.max_grad_norm > 0:
@@ -246,13 +254,18 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             method.after_step(seen, task_ids, step)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if (step + 1) % LOG_EVERY == 0 or (step + 1) % cfg.train.checkpoint_every == 0 or step + 1 == total:
+                if nonfinite.item():
+                    raise MclError(f"non-finite loss at task {name!r} in steps {checked}-{step}: stopped; the last good "
+                                   f"checkpoint is in {state_dir if state_dir.exists() else run_dir / 'tasks'}")
+                checked = step + 1
+                bar.set_postfix(loss=f"{loss.item():.3f}")
             if (step + 1) % cfg.train.checkpoint_every == 0 and step + 1 < total:
                 _save_state(state_dir, method, optimizer, {"phase": phase, "step": step + 1, "phases_done": phase},
                             accelerator)
                 if stop_at == (phase, step + 1):
                     raise _Stop(f"stopped after step {step + 1}")
-        seconds = time.time() - t0
+        seconds, cpu_seconds = time.time() - t0, time.process_time() - cpu0
         method.end_task(phase, task_ids)
         if main:
             method.save_task(run_dir / "tasks" / f"{phase}-{name}", {"task": name, "phase": phase, "method": cfg.method,
@@ -267,6 +280,7 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
         if main:
             write_json_atomic(run_dir / "metrics" / f"phase-{phase}.json",
                               {"phase": phase, "tasks": [names[i] for i in task_ids], "train_seconds": seconds,
+                               "train_cpu_seconds": cpu_seconds,
                                "steps": total, "batch": sizes, "scores": scores})
         _save_state(state_dir, method, optimizer, {"phase": phase + 1, "step": 0, "phases_done": phase + 1}, accelerator)
         ctx.model = accelerator.unwrap_model(model)

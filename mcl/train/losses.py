@@ -2,6 +2,7 @@
 
 The LM head runs only at positions whose next token is labelled (the union over the batch, via
 `logits_to_keep`), so the full-vocabulary logits of prompts and padding are never computed.
+`to_device` finds those positions on the CPU before the batch moves, so a GPU step never waits on the host.
 """
 
 from __future__ import annotations
@@ -10,10 +11,23 @@ import torch
 import torch.nn.functional as F
 
 
+def label_positions(labels: torch.Tensor) -> torch.Tensor:
+    """Positions whose next token is labelled in any row (where the LM head must run)."""
+    return (labels[:, 1:] != -100).any(0).nonzero().squeeze(1)
+
+
+def to_device(batch: dict, device: torch.device | str) -> dict:
+    """The batch's tensors on `device` (non-blocking), plus `keep` (label positions) computed before the move."""
+    out = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    if "labels" in batch and "keep" not in batch:
+        out["keep"] = label_positions(batch["labels"]).to(device, non_blocking=True)
+    return out
+
+
 def answer_ce(model, batch: dict[str, torch.Tensor], output_hidden_states: bool = False):
     """(sum of token CE, number of label tokens, model outputs) for a padded batch."""
     target = batch["labels"][:, 1:]
-    keep = (target != -100).any(0).nonzero().squeeze(1)
+    keep = batch["keep"] if "keep" in batch else label_positions(batch["labels"])
     out = model(
         input_ids=batch["input_ids"],
         attention_mask=batch["attention_mask"],

@@ -14,7 +14,7 @@ import torch
 
 from mcl.errors import MclError
 from mcl.train.buffer import ReservoirBuffer
-from mcl.train.losses import answer_ce
+from mcl.train.losses import answer_ce, to_device
 from mcl.train.methods.base import Method, register
 
 WEIGHTINGS = ("mean", "pooled")
@@ -43,7 +43,7 @@ class ER(Method):
         if not (self.buffer.tasks() - set(task_ids)):
             return None
         batch = self.buffer.sample(size, self.ctx.tokenizer.pad_token_id)
-        return {k: v.to(self.ctx.accelerator.device) for k, v in batch.items()}
+        return to_device(batch, self.ctx.accelerator.device)
 
     def combine(self, cur: tuple, buf: tuple | None) -> torch.Tensor:
         """Mean of current and replay CE (released code), or CE pooled over all their tokens."""

@@ -9,6 +9,9 @@ replay batch's non-padding positions of the selected layers, with Z = max(H_fast
 code) or H_slow. The R matrix uses the slow learner (`inference`), the fast one is reported beside it.
 `snapshot_every: N` (opt-in) also saves both learners every N steps as PEFT dirs
 `tasks/<k>-<task>/snapshots/step-<s>/{fast,slow}/`, the trajectories a loss-plane figure draws.
+The step is lean: the slow update is one fused multi-tensor lerp over all LoRA tensors (`lerp_states_`,
+the factor-space Linear formula of mcl.paths) and the consistency loss is one reduction over the
+stacked layers, with no host sync.
 See shared/ILORA.md for the spec and the released code's defects this file avoids.
 """
 
@@ -16,10 +19,10 @@ from __future__ import annotations
 
 import torch
 
-from mcl.adapters import AdapterState, add_lora, lora_parameters, save_adapter, set_state
+from mcl.adapters import add_lora, lora_parameters, save_adapter
 from mcl.data.tokenize import text_meta
 from mcl.errors import MclError
-from mcl.paths import Linear
+from mcl.paths import lerp_states_
 from mcl.train.losses import answer_ce
 from mcl.train.methods.base import active_adapter, copy_adapter, freeze_adapter, register
 from mcl.train.methods.er import ER
@@ -95,15 +98,9 @@ class ILoRA(ER):
 
     @torch.no_grad()
     def update_slow(self) -> None:
-        """slow ← point(1 − λ_k) on the linear path slow → fast (mcl.paths), written in place."""
-        peft = self.ctx.peft
-        lam = self.current_lambda()
-        cfg = peft.peft_config["slow"].to_dict()
-        # live tensors, no copies: point() builds new tensors before set_state writes into slow
-        slow = AdapterState(config=cfg, tensors={k: p.detach() for k, p in self._slow_params.items()})
-        fast = AdapterState(config=cfg, tensors={k: p.detach() for k, p in lora_parameters(peft, "fast").items()})
-        point = Linear(slow, fast, space=self.args["space"]).point(1.0 - lam)
-        set_state(peft, point.tensors, "slow", params=self._slow_params)
+        """slow ← point(1 − λ_k) on the factor-space linear path slow → fast, one fused in-place lerp."""
+        slow, fast = self._learners
+        lerp_states_(slow, fast, 1.0 - self.current_lambda())
 
     def begin_task(self, phase, task_ids):
         super().begin_task(phase, task_ids)
@@ -127,10 +124,12 @@ class ILoRA(ER):
                              "step": step, "snapshot": True, **text_meta(self.ctx.config.text)})
 
     @property
-    def _slow_params(self):
-        if not hasattr(self, "_slow_cache"):
-            self._slow_cache = lora_parameters(self.ctx.peft, "slow")
-        return self._slow_cache
+    def _learners(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The live slow and fast LoRA tensors, paired key by key (looked up once)."""
+        if not hasattr(self, "_learner_cache"):
+            slow, fast = (lora_parameters(self.ctx.peft, name) for name in ("slow", "fast"))
+            self._learner_cache = ([slow[k].detach() for k in slow], [fast[k].detach() for k in slow])
+        return self._learner_cache
 
     # --- loss --------------------------------------------------------------------------------
     def _select(self, hidden: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
@@ -143,15 +142,17 @@ class ILoRA(ER):
         return [layers[int(i)] for i in choice]
 
     def consistency(self, h_fast: list[torch.Tensor], h_slow: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-        """Mean squared error between fast states and Z over non-padding positions of the selected layers."""
-        m = mask.bool()
-        total, count = 0.0, 0
-        for hw, hl in zip(h_fast, h_slow):
-            z = torch.maximum(hw, hl) if self.args["consistency_target"] == "max" else hl
-            diff = (hw - z.detach())[m]
-            total = total + (diff.float() ** 2).sum()
-            count += diff.numel()
-        return total / max(count, 1)
+        """Mean squared error between fast states and Z over non-padding positions of the selected layers.
+
+        All layers at once: d = H_fast − H_slow stacked; with Z = max(H_fast, H_slow), H_fast − Z = min(d, 0)
+        (same value and gradient, Z being a constant); with Z = H_slow it is d. One fp32 reduction, no host sync.
+        """
+        d = torch.stack(h_fast) - torch.stack(h_slow).detach()
+        if self.args["consistency_target"] == "max":
+            d = d.clamp(max=0)
+        m = mask.to(d.dtype)[None, :, :, None]
+        count = mask.sum() * (d.shape[0] * d.shape[-1])
+        return (d * m).float().square().sum() / count.clamp(min=1)
 
     def loss(self, batch, task_ids):
         cur = answer_ce(self.ctx.model, batch)[:2]
