@@ -110,7 +110,7 @@ def test_slow_update_equals_the_paths_point_exactly(setting):  # noqa: F811
     with torch.no_grad():
         for p in lora_parameters(peft, "fast").values():
             p.add_(torch.randn_like(p) * 0.1)
-    method.updates = 50
+    method.steps = 50
     slow0, fast0 = (AdapterState({}, get_state(peft, n)) for n in ("slow", "fast"))
     method.update_slow()
     want = Linear(slow0, fast0).point(1.0 - 0.9)
