@@ -56,7 +56,7 @@ MUTATIONS = [
 ]
 
 
-def run_tests(mutation: Mutation | None, timeout: int = 900) -> int:
+def run_tests(mutation: Mutation | None, timeout: int = 1800) -> int:
     """pytest's exit code on a temporary copy of mcl/ and tests/ with `mutation` applied (None: unmodified)."""
     with tempfile.TemporaryDirectory(prefix="mcl-mutation-") as tmp:
         for part in ("mcl", "tests"):

@@ -2,9 +2,10 @@
 
 Every row gives the case, the command (`mcl …` or `mcl-barrier …`, run in-process), the expected exit
 code and a fragment of the message. Rows that must fail also check that no file or directory was
-created, replaced, changed or removed anywhere in the row's workspace or the shared fixtures (and
-that /dev/null is still a device). Rows that must succeed (a corrupt cache record is recomputed, a
-base spelled two ways is one base, ...) check their outcome with `post`.
+created, replaced, changed or removed anywhere in the row's workspace or the shared fixtures. Device
+nodes are made inside the workspace: a broken build must never be able to replace /dev/null. Rows
+that must succeed (a corrupt cache record is recomputed, a base spelled two ways is one base, ...)
+check their outcome with `post`.
 """
 
 from __future__ import annotations
@@ -52,6 +53,15 @@ def world(tmp_path_factory):
 
 
 # --- helpers that build bad inputs inside a row's workspace ------------------------------------------------------
+def device(ws: Path, world: dict) -> None:
+    """A character device like /dev/null inside the workspace (never the real /dev/null: a broken build would
+    replace it for the whole machine); a FIFO where device nodes cannot be made."""
+    try:
+        os.mknod(ws / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    except PermissionError:
+        os.mkfifo(ws / "null")
+
+
 def copy_adapter(ws: Path, world: dict, name: str = "bad", src: str = "a") -> Path:
     return Path(shutil.copytree(world[src], ws / name))
 
@@ -194,7 +204,7 @@ EV = "eval --model {base} --tasks {t1} --no-generate --limit 2"
 TR = "train {ws}/cfg.yaml --quiet"
 ROWS = [
     # 1. output paths: only a regular file or a dir, refused before work; unwritable found before the sweep
-    Row("barrier out is /dev/null", B, SWEEP + " --out /dev/null", 2, "not a regular file or directory"),
+    Row("barrier out is a device node", B, SWEEP + " --out {ws}/null", 2, "not a regular file or directory", device),
     Row("barrier out is a symlink", B, SWEEP + " --out {ws}/link", 2, "is a symlink",
         lambda ws, w: [(ws / "d").mkdir(), os.symlink(ws / "d", ws / "link")]),
     Row("barrier out is an existing file", B, SWEEP + " --out {ws}/f", 2, "is a file; expected a directory",
@@ -205,7 +215,7 @@ ROWS = [
     Row("barrier out unwritable", B, SWEEP + " --out /sys/mcl-out", 2, "cannot write"),
     Row("barrier out dangling symlink", B, SWEEP + " --out {ws}/link", 2, "is a symlink",
         lambda ws, w: os.symlink(ws / "nowhere", ws / "link")),
-    Row("eval out is /dev/null", E, EV + " --out /dev/null", 2, "not a regular file or directory"),
+    Row("eval out is a device node", E, EV + " --out {ws}/null", 2, "not a regular file or directory", device),
     Row("eval out is a symlink to a file", E, EV + " --out {ws}/link", 2, "is a symlink",
         lambda ws, w: [(ws / "f").write_text("keep"), os.symlink(ws / "f", ws / "link")]),
     Row("eval out is a directory", E, EV + " --out {ws}", 2, "is a directory; expected a file"),
@@ -214,8 +224,8 @@ ROWS = [
         lambda ws, w: (ws / "f").write_text("keep")),
     Row("plane out is a file", E, "plane {a} {b} {a} --data {t1} --grid 2 --limit 2 --quiet --out {ws}/f", 2,
         "expected a directory", lambda ws, w: (ws / "f").write_text("keep")),
-    Row("barrier-matrix out is /dev/null", E, "barrier-matrix {a} {b} --data {t1} --points 2 --out /dev/null", 2,
-        "not a regular file"),
+    Row("barrier-matrix out is a device node", E, "barrier-matrix {a} {b} --data {t1} --points 2 --out {ws}/null", 2,
+        "not a regular file", device),
     Row("curve fit out is a file", E, "curve fit {a} {b} --data {t1} --steps 1 --out {ws}/f", 2, "expected a directory",
         lambda ws, w: (ws / "f").write_text("keep")),
     Row("report out is a file", E, "report {ws}/run --out {ws}/f", 2, "expected a directory",
@@ -394,7 +404,6 @@ def test_bad_input(row: Row, world, tmp_path, monkeypatch, capsys):
         errors = [line for line in err.splitlines() if "error:" in line]
         assert len(errors) == 1 and row.fragment in errors[0], err
         assert snapshot(ws, world["root"]) == before, "a failed command created, replaced or removed files"
-        assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
     else:
         assert row.fragment in out + err
         assert {p: v for p, v in snapshot(world["root"]).items()} == {p: v for p, v in before.items()
