@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 
-from mcl.data.suite.common import Sizes
-
 
 def _build(args: argparse.Namespace) -> int:
     from mcl.data.suite import SUITE, build_suite
+    from mcl.data.suite.common import Sizes
 
-    out = build_suite(args.out, args.seed, Sizes(args.train, args.eval, args.test))
-    print(f"wrote {len(SUITE)} tasks ({args.train}/{args.eval}/{args.test} train/eval/test) to {out}")
+    defaults = Sizes()
+    sizes = Sizes(*(getattr(args, s) if getattr(args, s) is not None else defaults.of(s) for s in ("train", "eval", "test")))
+    out = build_suite(args.out, args.seed, sizes)
+    print(f"wrote {len(SUITE)} tasks ({sizes.train}/{sizes.eval}/{sizes.test} train/eval/test) to {out}")
     for name in SUITE:
         spec = json.loads((out / name / "task.json").read_text(encoding="utf-8"))
         print(f"  {name:<9} {spec['metric']:<16} chance {spec['chance']:.3f}  {spec['answer_format']}")
@@ -36,9 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     build = dsub.add_parser("build", help="write the 8-task suite `mcl-suite` as TRACE-format dirs")
     build.add_argument("--out", help="output dir (default: mcl's cache, where built-in task names resolve)")
     build.add_argument("--seed", type=int, default=0, help="generation seed (same seed, same bytes)")
-    defaults = Sizes()
     for split in ("train", "eval", "test"):
-        build.add_argument(f"--{split}", type=int, default=defaults.of(split), help=f"{split} examples per task")
+        build.add_argument(f"--{split}", type=int, help=f"{split} examples per task (default: the suite's size)")
     build.set_defaults(func=_build)
     show = dsub.add_parser("show", help="print a task's spec and a few examples")
     show.add_argument("task", help="task dir or built-in task name")

@@ -1,4 +1,4 @@
-"""`mcl list`: every registered model, task, space, path, barrier metric, task metric and CL method."""
+"""`mcl list`: every registered model, task, space, path, barrier metric, analysis option, task metric and CL method."""
 
 from __future__ import annotations
 
@@ -22,6 +22,12 @@ def _rows() -> dict[str, list[tuple[str, str]]]:
         "interpolation spaces": [(n, doc(c)) for n, c in SPACES.items()],
         "paths": [(n, f"{doc(c)} [{c.reference}]") for n, c in PATHS.items()],
         "barrier metrics": [(n, m.description) for n, m in BARRIER_METRICS.items()],
+        "barrier analysis": [
+            ("--points auto", "adaptive search: coarse grid, then bounded Brent search at each task's peak above "
+                              "the chord (mcl.analysis.adaptive_sweep)"),
+            ("--ci LEVEL", "bootstrap intervals over eval examples (and runs) for every loss barrier and point "
+                           "(mcl.analysis.bootstrap_barriers)"),
+        ],
         "task metrics": [(n, m.description) for n, m in METRICS.items()],
         "continual-learning methods": [(n, f"{c.title} [{c.reference}]") for n, c in METHODS.items()],
     }
