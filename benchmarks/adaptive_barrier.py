@@ -67,24 +67,25 @@ def main() -> None:
     names = [s.meta["task"] for s in states]
     evals = {n: e for n, e in zip(names, evaluators(tok, names, "eval", 50, 256, args.examples))}
     search = AdaptiveSearch()
-    rows = []
-    for (da, a), (db, b) in zip(zip(dirs, states), zip(dirs[1:], states[1:])):
-        for space in ("factors", "delta"):
-            rows += case_rows(f"{da.name}→{db.name} {space}", Linear(a, b, space=space), model,
-                              [evals[a.meta["task"]], evals[b.meta["task"]]], search)
-    for scale in (1.0, 3.0):
-        rows += case_rows(f"{dirs[0].name} twin x{scale:g} factors", Linear(states[0], twin(states[0], scale)), model,
-                          [evals[states[0].meta["task"]]], search)
     print(f"tiny model, {args.examples} eval examples per task, {torch.get_num_threads()} thread(s); "
           f"adaptive: coarse {search.coarse}, at most {search.max_points} points, xtol {search.xtol}")
     print(f"{'case':<34} {'task':<8} {'grid101':>8} {'auto':>8} {'evals':>5} {'t*':>6} {'abs err':>8} {'rel err':>8} "
-          f"{'ok':>3} {'grid s':>7} {'auto s':>7}")
-    for r in rows:
-        ok = r["evals"] <= 15 and (r["rel_err"] <= TOLERANCE or r["abs_err"] <= 1e-6)
-        print(f"{r['case']:<34} {r['task']:<8} {r['grid101']:>8.4f} {r['auto']:>8.4f} {r['evals']:>5d} {r['argmax_t']:>6.3f} "
-              f"{r['abs_err']:>8.5f} {r['rel_err']:>8.2%} {'yes' if ok else 'NO':>3} {r['grid_s']:>7.1f} {r['auto_s']:>7.1f}")
-    print(f"within {TOLERANCE:.0%} in <= 15 points: {sum(r['evals'] <= 15 and (r['rel_err'] <= TOLERANCE or r['abs_err'] <= 1e-6) for r in rows)}"
-          f"/{len(rows)} cases; max evaluations {max(r['evals'] for r in rows)}")
+          f"{'ok':>3} {'grid s':>7} {'auto s':>7}", flush=True)
+    cases = [(f"{dirs[0].name} twin x{scale:g} factors", Linear(states[0], twin(states[0], scale)), [names[0]])
+             for scale in (1.0, 3.0)]
+    for (da, a), (db, b) in zip(zip(dirs, states), zip(dirs[1:], states[1:])):
+        cases += [(f"{da.name}→{db.name} {space}", Linear(a, b, space=space), [a.meta["task"], b.meta["task"]])
+                  for space in ("factors", "delta")]
+    rows = []
+    for name, path, on in cases:
+        for r in case_rows(name, path, model, [evals[n] for n in on], search):
+            r["ok"] = r["evals"] <= 15 and (r["rel_err"] <= TOLERANCE or r["abs_err"] <= 1e-6)
+            rows.append(r)
+            print(f"{r['case']:<34} {r['task']:<8} {r['grid101']:>8.4f} {r['auto']:>8.4f} {r['evals']:>5d} "
+                  f"{r['argmax_t']:>6.3f} {r['abs_err']:>8.5f} {r['rel_err']:>8.2%} {'yes' if r['ok'] else 'NO':>3} "
+                  f"{r['grid_s']:>7.1f} {r['auto_s']:>7.1f}", flush=True)
+    print(f"within {TOLERANCE:.0%} in <= 15 points: {sum(r['ok'] for r in rows)}/{len(rows)} cases; "
+          f"max evaluations {max(r['evals'] for r in rows)}")
 
 
 if __name__ == "__main__":

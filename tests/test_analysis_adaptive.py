@@ -129,7 +129,7 @@ def test_cli_points_auto_and_ci_record_the_search_and_intervals(setting, tmp_pat
     write_adapter_dir(twin, b)
     out = tmp_path / "out"
     rc = main([str(setting["root"] / "a"), str(b), "--base", str(setting["root"] / "base"), "--data", setting["task"],
-               "--points", "auto", "--ci", "0.9", "--quiet", "--no-cache", "--out", str(out)])
+               "--points", "auto", "--ci", "0.9", "--merge", "--align", "svd", "--attribute", "layers", "--quiet", "--no-cache", "--out", str(out)])
     assert rc == 0
     result = json.loads((out / "barrier.json").read_text())
     ci = result["tasks"]["pick"]["ci"]
@@ -137,7 +137,10 @@ def test_cli_points_auto_and_ci_record_the_search_and_intervals(setting, tmp_pat
     assert ci["level"] == 0.9 and low <= high and len(ci["band"]) == len(result["points"])
     csv = (out / "path.csv").read_text().splitlines()[0].split(",")
     assert "loss_low" in csv and "example_sums" not in csv
-    assert result["adaptive"]["max_points"] == 15 and 7 <= result["adaptive"]["evaluated"]["pick"] <= 15
+    assert result["align"] == "svd" and {r["group"] for r in result["attribution"]["rows"]} == {"layer 0", "layer 1"}
+    assert (out / "attribution.png").read_bytes()[:4] == b"\x89PNG"
+    assert result["tasks"]["pick"]["barrier"]["loss"]["max_minus_linear"] < 1e-4  # aligned gauge twins: no barrier
+    assert result["adaptive"]["max_points"] == 15 and result["adaptive"]["evaluated"]["pick"] <= 15
     assert result["tasks"]["pick"]["t"] == result["points"]
     assert "adaptive search" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exc:
