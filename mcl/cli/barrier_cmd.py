@@ -162,10 +162,10 @@ def run(args: argparse.Namespace) -> int:
         grid = points if isinstance(points, list) else DEFAULT_POINTS
         attribution = attribute(path, model, tasks, args.attribute, args.hold, grid, cache_arg(args), args.merge)
         result["attribution"] = {"by": args.attribute, "hold": args.hold, "rows": attribution.to_dict("records")}
+    how = str(len(evaluated))
     if args.points == "auto":
         result["adaptive"] = {**vars(points), "evaluated": {k: len(v["t"]) for k, v in result["tasks"].items()}}
-    how = "adaptive search: " + ", ".join(f"{k} {n}" for k, n in result["adaptive"]["evaluated"].items()) \
-        if args.points == "auto" else f"{len(evaluated)}"
+        how = "adaptive search: " + ", ".join(f"{k} {n}" for k, n in result["adaptive"]["evaluated"].items())
     print(f"{path.name} path in {space.name} space, {how} points, {args.split} split")
     print(barrier_table(result).to_string(float_format=lambda x: f"{x:.4f}"))
     if attribution is not None:
