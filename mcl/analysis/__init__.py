@@ -1,22 +1,37 @@
 """Mode-connectivity analysis on top of mcl.paths and mcl.eval: sweeps, barriers, matrices, planes, plots.
 
 - `sweep`: `sweep(path, model, tasks, points)` → DataFrame; `path_barriers`; `evaluators` builds tasks
+- `adaptive`: `adaptive_sweep` / `sweep(..., points="auto")` — coarse grid refined at each task's barrier
+- `bootstrap`: `bootstrap_barriers(frames)` — percentile intervals over eval examples (and runs)
 - `barriers`: the barrier metric registry `BARRIER_METRICS` and `barriers(t, values, higher_is_better)`
 - `matrix`: `barrier_matrix(checkpoints, model, tasks)` over all pairs
 - `plane`: `plane(a, b, c, model, tasks)` — loss over the plane through three adapters
 - `cache`: `PointCache`, the on-disk store of evaluated points
-- `plots`: `plot_path`, `plot_barrier_matrix`, `plot_plane` (PNG + HTML)
+- `plots`: `plot_path`, `plot_barrier_matrix`, `plot_plane` (PNG + HTML; matplotlib and plotly load on first use)
 """
 
+from mcl.analysis.adaptive import AdaptiveSearch, adaptive_sweep, refine_peak
 from mcl.analysis.barriers import BARRIER_METRICS, BarrierMetric, barriers
+from mcl.analysis.bootstrap import Bootstrap, bootstrap_barriers
 from mcl.analysis.cache import PointCache, model_fingerprint
 from mcl.analysis.matrix import BarrierMatrix, barrier_matrix
 from mcl.analysis.plane import Plane, plane
-from mcl.analysis.plots import plot_barrier_matrix, plot_path, plot_plane
 from mcl.analysis.sweep import evaluate_points, evaluators, path_barriers, sweep, t_grid
 
 __all__ = [
-    "BARRIER_METRICS", "BarrierMatrix", "BarrierMetric", "Plane", "PointCache", "barrier_matrix", "barriers",
-    "evaluate_points", "evaluators", "model_fingerprint", "path_barriers", "plane", "plot_barrier_matrix",
-    "plot_path", "plot_plane", "sweep", "t_grid",
+    "AdaptiveSearch", "BARRIER_METRICS", "BarrierMatrix", "BarrierMetric", "Bootstrap", "Plane", "PointCache", "barrier_matrix", "barriers", "bootstrap_barriers",
+    "evaluate_points", "evaluators", "adaptive_sweep", "model_fingerprint", "path_barriers", "plane", "plot_barrier_matrix",
+    "plot_path", "plot_plane", "refine_peak", "sweep", "t_grid",
 ]
+
+
+_PLOTS = ("plot_barrier_matrix", "plot_path", "plot_plane")
+
+
+def __getattr__(name: str):
+    """Plot functions load matplotlib and plotly only when first asked for."""
+    if name in _PLOTS:
+        from mcl.analysis import plots
+
+        return getattr(plots, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

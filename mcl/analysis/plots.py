@@ -45,7 +45,7 @@ def _panels(frame: pd.DataFrame) -> list[tuple[str, str]]:
 
 def plot_path(frame: pd.DataFrame, png: PathLike | None = None, html: PathLike | None = None, title: str = "",
               plotlyjs: Any = True) -> None:
-    """Loss (and metric, when present) along t for each task of a sweep frame."""
+    """Loss (and metric, when present) along t for each task of a sweep frame; bands from loss_low/loss_high columns."""
     panels = _panels(frame)
     names = {task: g["metric_name"].iloc[0] for task, g in frame.groupby("task", sort=False)}
     if png:
@@ -54,7 +54,9 @@ def plot_path(frame: pd.DataFrame, png: PathLike | None = None, html: PathLike |
             ax = fig.add_subplot(1, len(panels), k + 1)
             for task, g in frame.groupby("task", sort=False):
                 g = g.sort_values("t")
-                ax.plot(g["t"], g[col], marker="o", ms=3, label=task if col == "loss" else f"{task} ({names[task]})")
+                line, = ax.plot(g["t"], g[col], marker="o", ms=3, label=task if col == "loss" else f"{task} ({names[task]})")
+                if col == "loss" and "loss_low" in g:
+                    ax.fill_between(g["t"], g["loss_low"], g["loss_high"], color=line.get_color(), alpha=0.2, lw=0)
             ax.set_xlabel("t")
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
@@ -66,6 +68,11 @@ def plot_path(frame: pd.DataFrame, png: PathLike | None = None, html: PathLike |
         for k, (col, _) in enumerate(panels):
             for n, (task, g) in enumerate(frame.groupby("task", sort=False)):
                 g = g.sort_values("t")
+                if col == "loss" and "loss_low" in g:
+                    band = pd.concat([g["t"], g["t"][::-1]]), pd.concat([g["loss_high"], g["loss_low"][::-1]])
+                    fig.add_trace(go.Scatter(x=band[0], y=band[1], fill="toself", fillcolor=_color(n), opacity=0.2,
+                                             line={"width": 0}, legendgroup=task, showlegend=False, hoverinfo="skip"),
+                                  row=1, col=k + 1)
                 fig.add_trace(go.Scatter(x=g["t"], y=g[col], mode="lines+markers", name=task, legendgroup=task,
                                          showlegend=k == 0, line={"color": _color(n)}), row=1, col=k + 1)
             fig.update_xaxes(title_text="t", row=1, col=k + 1)

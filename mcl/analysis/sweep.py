@@ -23,6 +23,7 @@ from mcl.analysis.cache import PointCache, model_fingerprint
 from mcl.errors import MclError
 from mcl.eval import TaskEvaluator
 from mcl.paths import Binding, InterpolationPath
+from mcl.paths.merged_forward import bind_for_forward
 
 
 @dataclass
@@ -55,10 +56,14 @@ def _task_description(task: TaskEvaluator) -> dict[str, Any]:
     return described
 
 
-def _score(task: TaskEvaluator, model: torch.nn.Module, metric: bool) -> dict[str, Any]:
+def _score(task: TaskEvaluator, model: torch.nn.Module, metric: bool, per_example: bool = False) -> dict[str, Any]:
     score = task.score(task.predictions(model)) if metric else None
-    return {"loss": task.loss_evaluator.loss(model), "metric": score, "metric_name": task.metric.name,
-            "higher_is_better": task.metric.higher_is_better}
+    record = {"metric": score, "metric_name": task.metric.name, "higher_is_better": task.metric.higher_is_better}
+    if not per_example:
+        return {"loss": task.loss_evaluator.loss(model), **record}
+    sums, counts = task.loss_evaluator.example_losses(model)
+    return {"loss": float(sums.sum() / counts.sum().clamp(min=1)), **record,
+            "example_sums": sums.tolist(), "example_counts": counts.tolist()}
 
 
 def _model_key(model: torch.nn.Module) -> str:
@@ -86,10 +91,16 @@ def evaluate_points(
     cache: PointCache | bool | None = True,
     progress: bool = True,
     desc: str = "points",
+    fingerprint: str | None = None,
+    per_example: bool = False,
 ) -> pd.DataFrame:
-    """Score every task at every job's point; cached records are reused, the model is bound only if needed."""
+    """Score every task at every job's point; cached records are reused, the model is bound only if needed.
+
+    `fingerprint` is the base model's cache identity when the caller already has it (else computed here);
+    `per_example` keeps each example's loss sum and token count (columns example_sums, example_counts).
+    """
     cache = _resolve_cache(cache)
-    base = _model_key(model) if cache else None
+    base = (fingerprint or _model_key(model)) if cache else None
     task_desc = [_task_description(t) for t in tasks]
     rows, computed = [], 0
     with ExitStack() as stack:
@@ -101,19 +112,22 @@ def evaluate_points(
             for task, tdesc in zip(tasks, task_desc):
                 key = PointCache.key({"base": base, "point": job.describe, "task": tdesc}) if cache else None
                 record = cache.get(key) if cache else None
-                hit = record is not None and (not metric or record.get("metric") is not None)
+                hit = (record is not None and (not metric or record.get("metric") is not None)
+                       and (not per_example or "example_sums" in record))
                 if not hit:
                     if live is None:
                         live = stack.enter_context(bind())
                     if not applied:
                         live.apply(job.state())
                         applied = True
-                    record = _score(task, live.model, metric)
+                    record = _score(task, live.model, metric, per_example)
                     if not np.isfinite(record["loss"]):
                         raise MclError(f"non-finite loss on task {task.task.name} at {job.row}; check the adapters")
                     computed += 1
                     if cache:
                         cache.put(key, record)
+                if not per_example:
+                    record = {k: v for k, v in record.items() if k not in ("example_sums", "example_counts")}
                 rows.append({**job.row, "task": task.task.name, **record, "metric": record["metric"] if metric else None,
                              "split": task.split, "cached": hit})
                 bar.update()
@@ -138,26 +152,42 @@ def sweep(
     path: InterpolationPath,
     model: torch.nn.Module,
     tasks: Sequence[TaskEvaluator],
-    points: int | Sequence[float] = 11,
+    points: int | Sequence[float] | str = 11,
     metric: bool = False,
     cache: PointCache | bool | None = True,
     progress: bool = True,
+    per_example: bool = False,
+    merged: bool = False,
 ) -> pd.DataFrame:
-    """Loss (and with `metric`, the task metric from greedy generation) of every task along a path."""
+    """Loss (and with `metric`, the task metric from greedy generation) of every task along a path.
+
+    `points="auto"` (or an `AdaptiveSearch`) places the points per task where its loss barrier is
+    (see `mcl.analysis.adaptive`); `per_example` keeps per-example losses (for `bootstrap_barriers`);
+    `merged` runs factor/delta points as W0 + ΔW(t) in the base weights (faster; W0 restored exactly).
+    """
+    from mcl.analysis.adaptive import AdaptiveSearch, adaptive_sweep
+
+    if isinstance(points, str):
+        if points != "auto":
+            raise MclError(f"points must be a count, a list of t values or 'auto', got {points!r}")
+        points = AdaptiveSearch()
+    if isinstance(points, AdaptiveSearch):
+        return adaptive_sweep(path, model, tasks, points, metric, cache, progress, per_example, merged)
     spec = path.spec()
     jobs = [PointJob({**spec, "t": round(t, 12)}, lambda t=t: path.point(t),
                      {"t": t, "path": path.name, "space": path.space.name}) for t in t_grid(points)]
-    return evaluate_points(jobs, lambda: path.bind(model), model, tasks, metric, cache, progress,
-                           desc=f"sweep {path.name}/{path.space.name}")
+    return evaluate_points(jobs, lambda: bind_for_forward(path, model, merged), model, tasks, metric, cache, progress,
+                           desc=f"sweep {path.name}/{path.space.name}", per_example=per_example)
 
 
 def path_barriers(frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """Per task: its loss and metric curves and their barrier metrics (metric part None when not computed)."""
+    """Per task: its t values, loss and metric curves and their barrier metrics (metric None when not computed)."""
     out = {}
     for task, g in frame.groupby("task", sort=False):
         g = g.sort_values("t")
         has_metric = g["metric"].notna().all()
         out[task] = {
+            "t": g["t"].tolist(),
             "loss": g["loss"].tolist(),
             "metric": g["metric"].tolist() if has_metric else None,
             "metric_name": g["metric_name"].iloc[0],

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from mcl.adapters import check_compatible, read_adapter, scaling
-
 
 def _info(args: argparse.Namespace) -> int:
+    from mcl.adapters import read_adapter, scaling
+
     st = read_adapter(args.adapter)
     modules = sorted({k.split(".lora_")[0] for k in st.tensors})
     n = sum(t.numel() for t in st.tensors.values())
@@ -22,6 +22,8 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from mcl.adapters import check_compatible, read_adapter
+
     a, b = read_adapter(args.a), read_adapter(args.b)
     check_compatible(a, b, args.space)
     print(f"compatible in {args.space} space: {args.a} {args.b}")

@@ -25,6 +25,16 @@ if TYPE_CHECKING:  # torch, peft and pandas load only when a command runs
 DEFAULT_POINTS = 11
 
 
+def points_arg(text: str) -> int | str:
+    """`--points`: a count of equally spaced t values, or `auto` (adaptive barrier search)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of points or 'auto', got {text!r}") from None
+
+
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     """Flags shared by barrier, plane and barrier-matrix: base model, data, evaluation settings, device and dtype."""
     p.add_argument("--base", metavar="MODEL", help="base model (name, dir or hub id); default: the adapters' base model")
@@ -163,6 +173,8 @@ def barrier_table(result: dict[str, Any]) -> pd.DataFrame:
     rows = []
     for task, r in result["tasks"].items():
         row = {"task": task, "loss(0)": r["loss"][0], "loss(1)": r["loss"][-1], **r["barrier"]["loss"]}
+        if "ci" in r:
+            row["ci_low"], row["ci_high"] = r["ci"]["loss"]["max_minus_linear"]
         if r["metric"] is not None:
             row.update({r["metric_name"] + "(0)": r["metric"][0], r["metric_name"] + "(1)": r["metric"][-1],
                         "metric_drop": r["barrier"]["metric"]["max_minus_linear"]})
@@ -172,32 +184,63 @@ def barrier_table(result: dict[str, Any]) -> pd.DataFrame:
 
 def run(args: argparse.Namespace) -> int:
     """Sweep the path, print the barrier table, write the outputs (barrier.json last)."""
-    from mcl.analysis import path_barriers, plot_path, sweep, t_grid
+    from mcl.analysis import AdaptiveSearch, Bootstrap, bootstrap_barriers, path_barriers, plot_path, sweep, t_grid
+    from mcl.analysis.bootstrap import with_bands
     from mcl.io import write_json_atomic
-    from mcl.paths import get_space, make_path, path_class
+    from mcl.paths import align, get_space, make_path, path_class
 
     check_eval_args(args)
-    points = t_grid(args.points)
+    points = AdaptiveSearch(max_points=args.max_points) if args.points == "auto" else t_grid(args.points)
+    settings = Bootstrap(args.ci) if args.ci is not None else None
     a, controls, b, curve = read_nodes(args)
     space = get_space(args.space or curve.get("space", "factors"))
     kind = args.path or curve.get("path", "linear")
     if path_class(kind).max_nodes != 2 and not controls:
         raise MclError(f"a {kind} path needs control points: pass --controls DIR ... (fit them with `mcl curve fit`)")
     path = make_path(kind, [a, *controls, b], space)
+    if args.align != "none":  # after the compatibility checks of make_path
+        path = make_path(kind, align(path.nodes, args.align), space)
     model, _, tasks = load_model_and_tasks(args, [a, b])
-    frame = sweep(path, model, tasks, points, args.metric, cache_arg(args), progress=not args.quiet)
+    frame = sweep(path, model, tasks, points, args.metric, cache_arg(args), progress=not args.quiet,
+                  per_example=settings is not None, merged=args.merge)
+    evaluated = sorted(set(frame["t"]))
     result = {"a": args.a, "b": args.b, "base": base_of([a, b], args.base), "path": path.name, "space": space.name,
-              "controls": [c.label for c in controls], "split": args.split, "points": points,
+              "controls": [c.label for c in controls], "align": args.align, "split": args.split, "points": evaluated,
               "tasks": path_barriers(frame)}
-    print(f"{path.name} path in {space.name} space, {len(points)} points, {args.split} split")
+    if settings:
+        cis = bootstrap_barriers(frame, settings)
+        for task, ci in cis.items():
+            result["tasks"][task]["ci"] = ci
+        frame = with_bands(frame, cis)
+    attribution = None
+    if args.attribute:
+        from mcl.analysis.attribution import attribute
+
+        grid = points if isinstance(points, list) else DEFAULT_POINTS
+        attribution = attribute(path, model, tasks, args.attribute, args.hold, grid, cache_arg(args), args.merge)
+        result["attribution"] = {"by": args.attribute, "hold": args.hold, "rows": attribution.to_dict("records")}
+    how = str(len(evaluated))
+    if args.points == "auto":
+        result["adaptive"] = {**vars(points), "evaluated": {k: len(v["t"]) for k, v in result["tasks"].items()}}
+        how = "adaptive search: " + ", ".join(f"{k} {n}" for k, n in result["adaptive"]["evaluated"].items())
+    print(f"{path.name} path in {space.name} space, {how} points, {args.split} split")
     print(barrier_table(result).to_string(float_format=lambda x: f"{x:.4f}"))
+    if attribution is not None:
+        print(f"attribution by {args.attribute} (the rest held at {args.hold}): loss barrier when only that group moves")
+        print(attribution.pivot_table(index="group", columns="task", values="max_minus_linear", sort=False)
+              .to_string(float_format=lambda x: f"{x:.4f}"))
     if args.out:
         out = start_outputs(Path(args.out), "barrier.json")
         write_csv(frame, out / "path.csv")
         title = f"{Path(args.a).name} → {Path(args.b).name} ({path.name}, {space.name})"
         plot_path(frame, out / "path.png", out / "path.html", title=title)
+        if attribution is not None:
+            from mcl.analysis.attribution import plot_attribution
+
+            write_csv(attribution, out / "attribution.csv")
+            plot_attribution(attribution, out / "attribution.png", title=f"{title}, by {args.attribute}")
         write_json_atomic(out / "barrier.json", result)
-        print(f"wrote {out}/barrier.json, path.csv, path.png, path.html")
+        print(f"wrote {out}/barrier.json, path.csv, path.png, path.html" + (", attribution.csv/png" if attribution is not None else ""))
     return 0
 
 
@@ -209,7 +252,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--space", help="factors | delta | merged (default: factors, or the fitted curve's)")
     p.add_argument("--controls", nargs="+", metavar="DIR",
                    help="control points of a bezier/polychain path: PEFT dirs, or one `mcl curve fit` output dir")
-    p.add_argument("--points", type=int, default=DEFAULT_POINTS, help=f"t values from 0 to 1 (default {DEFAULT_POINTS})")
+    p.add_argument("--points", type=points_arg, default=DEFAULT_POINTS,
+                   help=f"t values from 0 to 1 (default {DEFAULT_POINTS}), or `auto`: a coarse grid refined where "
+                        "each task's loss rises furthest above the chord")
+    p.add_argument("--max-points", type=int, default=15, metavar="N",
+                   help="with --points auto: evaluations per task at most (default 15)")
+    p.add_argument("--align", default="none", choices=["none", "svd", "procrustes"],
+                   help="put the LoRA factors in one gauge before interpolating (same ΔW per module; changes "
+                        "factor-space paths only; default none)")
+    p.add_argument("--merge", action="store_true",
+                   help="run factor/delta points as W0 + ΔW(t) in the base weights (faster; fp32 losses agree to "
+                        "float rounding; W0 restored exactly)")
+    p.add_argument("--ci", type=float, metavar="LEVEL",
+                   help="bootstrap confidence intervals over eval examples at this level (e.g. 0.95) for every "
+                        "loss barrier and loss point: `ci` fields in barrier.json, bands in the plots")
+    p.add_argument("--attribute", choices=["layers", "modules"],
+                   help="also the barrier with one group of modules moving along the path at a time (table, "
+                        "attribution.csv/png); factors or delta space")
+    p.add_argument("--hold", default="a", choices=["a", "mid", "b"],
+                   help="with --attribute: where the other groups stay (endpoint a, the path's middle, endpoint b)")
     p.add_argument("--out", metavar="DIR", help="write barrier.json, path.csv, path.png, path.html here")
     add_eval_arguments(p)
     p.set_defaults(func=run)

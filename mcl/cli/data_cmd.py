@@ -7,21 +7,22 @@ import json
 import shutil
 from pathlib import Path
 
-from mcl.data.suite.common import Sizes
 from mcl.errors import MclError
 
 
 def _build(args: argparse.Namespace) -> int:
     from mcl.data.suite import SHIPPED_DIR, SUITE, build_suite, compare_with_shipped, is_shipped
+    from mcl.data.suite.common import Sizes
     from mcl.io import check_output
 
-    if min(args.train, args.eval, args.test) < 1:
-        raise MclError(f"--train, --eval and --test must be >= 1 (got {args.train}, {args.eval}, {args.test})")
+    defaults = Sizes()
+    sizes = Sizes(*(getattr(args, s) if getattr(args, s) is not None else defaults.of(s) for s in ("train", "eval", "test")))
+    if min(sizes.train, sizes.eval, sizes.test) < 1:
+        raise MclError(f"--train, --eval and --test must be >= 1 (got {sizes.train}, {sizes.eval}, {sizes.test})")
     if args.out:
         check_output(args.out, "dir")
-    sizes = Sizes(args.train, args.eval, args.test)
     out = build_suite(args.out, args.seed, sizes)
-    print(f"wrote {len(SUITE)} tasks ({args.train}/{args.eval}/{args.test} train/eval/test) to {out}")
+    print(f"wrote {len(SUITE)} tasks ({sizes.train}/{sizes.eval}/{sizes.test} train/eval/test) to {out}")
     for name in SUITE:
         spec = json.loads((out / name / "task.json").read_text(encoding="utf-8"))
         print(f"  {name:<9} {spec['metric']:<16} chance {spec['chance']:.3f}  {spec['answer_format']}")
@@ -93,9 +94,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     build = dsub.add_parser("build", help="rebuild the 8-task suite `mcl-suite` (the recipe of the shipped copy)")
     build.add_argument("--out", help="output dir (default: mcl's cache)")
     build.add_argument("--seed", type=int, default=0, help="generation seed (same seed, same bytes)")
-    defaults = Sizes()
     for split in ("train", "eval", "test"):
-        build.add_argument(f"--{split}", type=int, default=defaults.of(split), help=f"{split} examples per task")
+        build.add_argument(f"--{split}", type=int, help=f"{split} examples per task (default: the suite's size)")
     build.set_defaults(func=_build)
     show = dsub.add_parser("show", help="print a task's spec and a few examples")
     show.add_argument("task", help="task dir or built-in task name")

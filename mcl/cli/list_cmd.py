@@ -1,4 +1,4 @@
-"""`mcl list`: every registered model, task, space, path, barrier metric, task metric and CL method."""
+"""`mcl list`: every registered model, task, space, path, barrier metric, analysis option, task metric and CL method."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ def _rows() -> dict[str, list[tuple[str, str]]]:
     from mcl.data import SUITE
     from mcl.eval.metrics import METRICS
     from mcl.models import NAMED_MODELS
-    from mcl.paths import PATHS, SPACES
+    from mcl.paths import ALIGNERS, PATHS, SPACES
     from mcl.train.methods import METHODS
 
     def doc(obj) -> str:
@@ -21,7 +21,16 @@ def _rows() -> dict[str, list[tuple[str, str]]]:
         "tasks (mcl-suite)": [(name, f"{t.spec.metric}: {t.spec.description}") for name, t in SUITE.items()],
         "interpolation spaces": [(n, doc(c)) for n, c in SPACES.items()],
         "paths": [(n, f"{doc(c)} [{c.reference}]") for n, c in PATHS.items()],
+        "gauge alignments (--align)": [(n, a.description) for n, a in ALIGNERS.items()],
         "barrier metrics": [(n, m.description) for n, m in BARRIER_METRICS.items()],
+        "barrier analysis": [
+            ("--points auto", "adaptive search: coarse grid, then bounded Brent search at each task's peak above "
+                              "the chord (mcl.analysis.adaptive_sweep)"),
+            ("--ci LEVEL", "bootstrap intervals over eval examples (and runs) for every loss barrier and point "
+                           "(mcl.analysis.bootstrap_barriers)"),
+            ("--attribute BY", "the barrier with one group (layers | modules) moving at a time, the rest held "
+                               "(mcl.analysis.attribution.attribute)"),
+        ],
         "task metrics": [(n, m.description) for n, m in METRICS.items()],
         "continual-learning methods": [(n, f"{c.title} [{c.reference}]") for n, c in METHODS.items()],
     }
