@@ -12,6 +12,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from mcl.cli.common import DEFAULT_POINTS, add_model_argument, add_quiet_argument, add_tasks_argument, apply_threads
+from mcl.cli.common import add_eval_arguments as common_eval_arguments
+from mcl.cli.common import choice_argument
 from mcl.cli.main import run_cli
 from mcl.errors import MclError
 
@@ -20,40 +23,32 @@ if TYPE_CHECKING:  # torch, peft and pandas load only when a command runs
 
     from mcl.adapters import AdapterState
 
-DEFAULT_POINTS = 11
-
-
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
-    """Flags shared by barrier, curve, plane and barrier-matrix: base model, data and evaluation settings."""
-    p.add_argument("--base", metavar="MODEL", help="base model (name, dir or hub id); default: the adapters' base model")
-    p.add_argument("--data", nargs="+", metavar="TASK",
-                   help="built-in task names or task dirs; default: the tasks named in the checkpoints' mcl.json")
-    p.add_argument("--split", default="eval", choices=["eval", "test"], help="split to evaluate (default eval)")
-    p.add_argument("--metric", action="store_true", help="also score the task metric on greedy generations (slower)")
-    p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N examples of each task")
-    p.add_argument("--batch-size", type=int, default=32, help="evaluation batch size (default 32)")
-    p.add_argument("--max-len", type=int, default=256, help="max tokens per example (default 256)")
+    """Flags shared by barrier, curve, plane and barrier-matrix: base model, tasks and evaluation settings."""
+    add_model_argument(p)
+    add_tasks_argument(p)
+    common_eval_arguments(p)
     p.add_argument("--no-cache", action="store_true", help="do not read or write the sweep cache")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet_argument(p)
 
 
 def base_of(states: Sequence[AdapterState], override: str | None) -> str:
-    """The base model to load: `--base`, else the one the checkpoints name."""
+    """The base model to load: `--model`, else the one the checkpoints name."""
     if override:
         return override
     named = [s.base_model for s in states if s.base_model]
     if not named:
-        raise MclError(f"{states[0].label} does not name its base model: pass --base MODEL")
+        raise MclError(f"{states[0].label} does not name its base model: pass --model MODEL")
     return named[0]
 
 
 def tasks_of(states: Sequence[AdapterState], override: Sequence[str] | None) -> list[str]:
-    """The tasks to evaluate: `--data`, else the `task` of each checkpoint's mcl.json (in order, once each)."""
+    """The tasks to evaluate: `--tasks`, else the `task` of each checkpoint's mcl.json (in order, once each)."""
     if override:
         return list(override)
     names = list(dict.fromkeys(s.meta["task"] for s in states if s.meta.get("task")))
     if not names:
-        raise MclError("no tasks to evaluate: pass --data TASK ... (the checkpoints' mcl.json name no task)")
+        raise MclError("no tasks to evaluate: pass --tasks TASK ... (the checkpoints' mcl.json name no task)")
     return names
 
 
@@ -62,8 +57,9 @@ def load_model_and_tasks(args: argparse.Namespace, states: Sequence[AdapterState
     from mcl.analysis import evaluators
     from mcl.models import load_base
 
-    names = tasks_of(states, args.data)
-    model, tokenizer = load_base(base_of(states, args.base))
+    apply_threads(args)
+    names = tasks_of(states, args.tasks)
+    model, tokenizer = load_base(base_of(states, args.model))
     return model, tokenizer, evaluators(tokenizer, names, split or args.split, args.batch_size, args.max_len, args.limit)
 
 
@@ -129,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     path = make_path(kind, [a, *controls, b], space)
     model, _, tasks = load_model_and_tasks(args, [a, b])
     frame = sweep(path, model, tasks, points, args.metric, cache_arg(args), progress=not args.quiet)
-    result = {"a": args.a, "b": args.b, "base": base_of([a, b], args.base), "path": path.name, "space": space.name,
+    result = {"a": args.a, "b": args.b, "base": base_of([a, b], args.model), "path": path.name, "space": space.name,
               "controls": [c.label for c in controls], "split": args.split, "points": points,
               "tasks": path_barriers(frame)}
     print(f"{path.name} path in {space.name} space, {len(points)} points, {args.split} split")
@@ -148,8 +144,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of `mcl-barrier` / `mcl barrier`."""
     p.add_argument("a", metavar="CKPT_A", help="first adapter (PEFT dir)")
     p.add_argument("b", metavar="CKPT_B", help="second adapter (PEFT dir)")
-    p.add_argument("--path", help="linear | bezier | polychain (default: linear, or the fitted curve's)")
-    p.add_argument("--space", help="factors | delta | merged (default: factors, or the fitted curve's)")
+    choice_argument(p, "--path", "paths", "path between the adapters", default_text="linear, or the fitted curve's")
+    choice_argument(p, "--space", "spaces", "interpolation space", default_text="factors, or the fitted curve's")
     p.add_argument("--controls", nargs="+", metavar="DIR",
                    help="control points of a bezier/polychain path: PEFT dirs, or one `mcl curve fit` output dir")
     p.add_argument("--points", type=int, default=DEFAULT_POINTS, help=f"t values from 0 to 1 (default {DEFAULT_POINTS})")

@@ -1,4 +1,4 @@
-"""Tokenisation and collation by the loss convention (DESIGN.md §3).
+"""Tokenisation and collation by the loss convention (docs/design.md §3).
 
 ids = [bos if the tokenizer has one] + tok(prompt) + tok(answer) + [eos], each part tokenised with
 `add_special_tokens=False`; labels are -100 on bos+prompt and the ids on answer+eos. Over-long

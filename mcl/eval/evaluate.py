@@ -43,11 +43,20 @@ class TaskEvaluator:
         pool = [e.answer for e in self.task.split("train" if "train" in self.task.available_splits() else self.split)]
         return chance_level(self.metric, pool, [e.answer for e in self.examples])
 
-    def evaluate(self, model, generate: bool = True) -> dict[str, Any]:
-        """{task, split, n, loss, metric, metric_name, higher_is_better, chance}; metric None without generation."""
+    def evaluate(self, model, generate: bool = True, records: list[dict] | None = None) -> dict[str, Any]:
+        """{task, split, n, loss, metric, metric_name, higher_is_better, chance}; metric None without generation.
+
+        With `records` (a list), one {prompt, answer, generation, score} per example is appended to it.
+        """
         score = None
         if generate:
-            score = self.metric(self.predictions(model), [e.answer for e in self.examples])
+            generations = self.predictions(model)
+            answers = [e.answer for e in self.examples]
+            scores = self.metric.scores(generations, answers)
+            score = sum(scores) / len(scores) if scores else 0.0
+            if records is not None:
+                records += [{"prompt": e.prompt, "answer": e.answer, "generation": g, "score": s}
+                            for e, g, s in zip(self.examples, generations, scores)]
         return {
             "task": self.task.name,
             "split": self.split,

@@ -35,6 +35,7 @@ class TrainSpec:
     mixed_precision: str = "no"  # no | bf16 | fp16 (GPU)
     checkpoint_every: int = 50
     seed: int = 0
+    log_with: str = ""  # "" | tensorboard | wandb (accelerate trackers; not part of the run hash)
 
 
 @dataclass
@@ -53,7 +54,7 @@ class RunConfig:
 
     name: str = "run"
     model: str = "tiny"
-    tasks: list[str] = field(default_factory=lambda: ["topic", "policy", "arith"])
+    tasks: list[str] = field(default_factory=lambda: ["topic", "stance", "arith"])
     method: str = "seq"
     method_args: dict[str, Any] = field(default_factory=dict)
     lora: LoraSpec = field(default_factory=LoraSpec)
@@ -70,6 +71,7 @@ class RunConfig:
         """Hash of everything that changes results: the config (not where runs go) and the task data."""
         d = self.to_dict()
         d.pop("runs_dir")
+        d["train"].pop("log_with")  # where the log also goes does not change results
         return sha256_json({"config": d, "data": data_hashes})[:8]
 
     def run_dir(self, data_hashes: list[str]) -> Path:
@@ -142,6 +144,22 @@ def validate(cfg: RunConfig) -> None:
     if cfg.train.mixed_precision not in ("no", "bf16", "fp16"):
         raise MclError(f"train.mixed_precision must be no|bf16|fp16 (got {cfg.train.mixed_precision!r})")
     METHODS[cfg.method].check_args(cfg.method_args)
+    _check_tracker(cfg.train.log_with)
+
+
+TRACKERS = {"tensorboard": "is_tensorboard_available", "wandb": "is_wandb_available"}
+
+
+def _check_tracker(name: str) -> None:
+    """`train.log_with` names an accelerate tracker whose package is installed (or is empty)."""
+    if not name:
+        return
+    if name not in TRACKERS:
+        raise MclError(f"train.log_with must be one of {', '.join(TRACKERS)} or empty (got {name!r})")
+    import accelerate.utils
+
+    if not getattr(accelerate.utils, TRACKERS[name])():
+        raise MclError(f"train.log_with={name} needs the {name} package: pip install {name}")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None, **kwargs: Any) -> RunConfig:

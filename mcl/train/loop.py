@@ -19,7 +19,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from mcl.adapters import get_state, set_state
+from mcl.adapters import check_targets, get_state, set_state
 from mcl.data import load_tasks
 from mcl.errors import MclError
 from mcl.io import atomic_path, write_json_atomic, write_text_atomic
@@ -27,6 +27,7 @@ from mcl.train.config import RunConfig
 from mcl.train.losses import mean_ce
 from mcl.train.data import TaskData, encode_tasks, make_batch
 from mcl.train.methods import METHODS, Context
+from mcl.train.records import TrainLog, write_predictions
 from mcl.train.scoring import Scorer, write_metrics
 
 
@@ -107,13 +108,17 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
     if len(set(names)) != len(names):
         raise MclError(f"task names must be unique within a run: {names}")
     run_dir = cfg.run_dir([t.hash for t in tasks])
-    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, gradient_accumulation_steps=1)
+    base, tokenizer = load_base(cfg.model)
+    check_targets(base, cfg.lora)  # a LoRA target the model lacks fails before the run dir exists
+    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, gradient_accumulation_steps=1,
+                              log_with=cfg.train.log_with or None, project_dir=run_dir / "logs")
     main = accelerator.is_main_process
+    if cfg.train.log_with:
+        accelerator.init_trackers(run_dir.name, config={"run": run_dir.name, "method": cfg.method, "model": cfg.model})
     if main:
         (run_dir / "tasks").mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     set_seed(cfg.train.seed)
-    base, tokenizer = load_base(cfg.model)
     data: list[TaskData] = encode_tasks(tasks, tokenizer, cfg.train.max_len)
     method_cls = METHODS[cfg.method]
     ctx = Context(model=None, tokenizer=tokenizer, accelerator=accelerator, config=cfg, tasks=names,
@@ -124,12 +129,15 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
     scorer = Scorer(data, tokenizer, cfg.eval, cfg.train.max_len)
     if main and not (run_dir / "metrics" / "base.json").is_file():
         with ctx.peft.disable_adapter():
-            write_json_atomic(run_dir / "metrics" / "base.json", scorer.score_all(ctx.peft))
+            write_json_atomic(run_dir / "metrics" / "base.json",
+                              scorer.score_all(ctx.peft, progress=progress_bar, desc="scoring the base model"))
     accelerator.wait_for_everyone()
 
     state_dir = run_dir / "state"
     progress = json.loads((state_dir / "progress.json").read_text()) if (state_dir / "progress.json").is_file() else {}
     done = progress.get("phases_done", 0)
+    resume_at = (progress.get("phase", 0), progress.get("step", 0) + 1)  # first step the log is written again
+    log = TrainLog(run_dir / "metrics" / "train_log.csv", resume_at) if main else None
     phases = method.phases(len(names))
     for phase, task_ids in enumerate(phases):
         if phase < done:
@@ -172,6 +180,12 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
             optimizer.zero_grad(set_to_none=True)
             method.after_step(batch, task_ids, step)
             bar.set_postfix(loss=f"{loss.item() * cfg.train.grad_accum:.3f}")
+            if main:
+                row = {"phase": phase, "step": step + 1, "lr": optimizer.param_groups[0]["lr"],
+                       "loss": loss.item() * cfg.train.grad_accum, **method.log_values()}
+                log.add(row)
+                if cfg.train.log_with:
+                    accelerator.log({k: v for k, v in row.items() if k != "step"}, step=phase * total + step + 1)
             if (step + 1) % cfg.train.checkpoint_every == 0 and step + 1 < total:
                 if main:
                     _save_state(state_dir, method, optimizer, {"phase": phase, "step": step + 1, "phases_done": phase})
@@ -186,9 +200,14 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
                                         "step": total, "run": run_dir.name})
             scores = {view: {} for view in method.views}
             for view in method.views:
-                for i in range(len(names)):
+                for i in tqdm(range(len(names)), desc=f"[{phase + 1}/{len(phases)}] scoring {view}", unit="task",
+                              disable=not progress_bar, leave=False):
+                    records: list[dict] = []
                     with method.eval_view(view, i, phase):
-                        scores[view][names[i]] = scorer.score(ctx.peft, i)
+                        scores[view][names[i]] = scorer.score(ctx.peft, i, records)
+                    if records:
+                        tag = "" if view == method.views[0] else f".{view}"
+                        write_predictions(run_dir / "predictions" / f"{phase}-{names[i]}{tag}.jsonl", records)
             write_json_atomic(run_dir / "metrics" / f"phase-{phase}.json",
                               {"phase": phase, "tasks": [names[i] for i in task_ids], "train_seconds": seconds,
                                "steps": total, "scores": scores})
@@ -197,5 +216,7 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
         ctx.model = accelerator.unwrap_model(model)
     if main:
         write_metrics(run_dir, names, len(phases), method.views)
+    if cfg.train.log_with:
+        accelerator.end_training()
     accelerator.wait_for_everyone()
     return run_dir

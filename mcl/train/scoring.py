@@ -29,14 +29,17 @@ class Scorer:
             for d in data
         ]
 
-    def score(self, model, i: int) -> dict:
-        """Loss and (when enabled) task metric of task i for the model as it is now."""
-        r = self.evaluators[i].evaluate(model, generate=self.generate)
+    def score(self, model, i: int, records: list[dict] | None = None) -> dict:
+        """Loss and (when enabled) task metric of task i for the model as it is now (generations into `records`)."""
+        r = self.evaluators[i].evaluate(model, generate=self.generate, records=records)
         return {k: r[k] for k in ("loss", "metric", "metric_name", "higher_is_better", "chance")}
 
-    def score_all(self, model) -> dict:
-        """Scores for every task, keyed by task name."""
-        return {name: self.score(model, i) for i, name in enumerate(self.names)}
+    def score_all(self, model, progress: bool = False, desc: str = "scoring") -> dict:
+        """Scores for every task, keyed by task name (with a progress bar over the tasks when asked)."""
+        from tqdm.auto import tqdm
+
+        return {name: self.score(model, i) for i, name in enumerate(tqdm(self.names, desc=desc, unit="task",
+                                                                         disable=not progress, leave=False))}
 
 
 def _write_csv(df: pd.DataFrame, dest: Path) -> None:
