@@ -43,6 +43,12 @@ def test_runs_differing_only_by_seed_share_a_group_and_others_do_not(tmp_path):
     assert "model=" in labels[3] and "tasks=" in labels[2] and labels[4].startswith("er")
 
 
+def test_methods_with_their_default_args_are_labelled_by_name_only(tmp_path):
+    dirs = [_run(tmp_path, "seq"), _run(tmp_path, "er", method="er", args={"buffer_size": 200}),
+            _run(tmp_path, "ilora", method="ilora", args={"buffer_size": 200, "ema_lambda": 0.9})]
+    assert group_labels([read_run(d) for d in dirs]) == ["seq", "er", "ilora"]
+
+
 def test_resolved_method_args_from_method_json_split_groups(tmp_path):
     dirs = [_run(tmp_path, "er16", method="er", args={"buffer_size": 16}),
             _run(tmp_path, "er32", method="er", args={"buffer_size": 32})]

@@ -39,7 +39,7 @@ def read_run(run_dir: str | Path) -> dict:
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
     out = {}
     for key, value in d.items():
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict):  # an empty mapping (no method args) adds no key
             out.update(_flatten(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
@@ -60,13 +60,17 @@ def description(run: dict) -> dict[str, str]:
 
 
 def group_labels(runs: list[dict]) -> list[str]:
-    """One label per run, equal for runs that differ only by seed: the method and what else differs between runs."""
+    """One label per run, equal for runs that differ only by seed: the method and what else differs between runs.
+
+    A key counts as differing when the runs that have it disagree on it; a key only some methods have
+    (their arguments) is named only where it differs between runs of methods that have it.
+    """
     descs = [description(r) for r in runs]
     keys = sorted({k for d in descs for k in d})
-    differing = [k for k in keys if k != "method" and len({d.get(k) for d in descs}) > 1]
+    differing = [k for k in keys if k != "method" and len({d[k] for d in descs if k in d}) > 1]
     labels = []
     for d in descs:
-        parts = [f"{k.removeprefix('method_args.')}={d.get(k, '-')}" for k in differing]
+        parts = [f"{k.removeprefix('method_args.')}={d[k]}" for k in differing if k in d]
         labels.append(d["method"] + (f" ({', '.join(parts)})" if parts else ""))
     return labels
 
