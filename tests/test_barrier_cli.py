@@ -154,7 +154,7 @@ def _nan_adapter(setting, tmp_path):
     ("nan", "NaN or Inf"),
     ("bezier_without_controls", "needs control points"),
     ("no_tasks", "no tasks to evaluate"),
-    ("no_base", "pass --base"),
+    ("no_base", "pass --model"),
 ])
 def test_bad_input_is_one_line_exit_2_and_no_complete_output(setting, tmp_path, capsys, case, match):
     out = tmp_path / "out"

@@ -1,4 +1,4 @@
-"""Tokenisation by the loss convention (DESIGN.md §3) and right/left-padded collation."""
+"""Tokenisation by the loss convention (docs/design.md §3) and right/left-padded collation."""
 
 import copy
 

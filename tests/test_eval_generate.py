@@ -83,6 +83,9 @@ def test_cli_eval_with_adapter_prints_table_and_writes_json(tiny_llama, tiny_tok
     assert "qa" in table and "accuracy" in table
     result = json.loads(out.read_text())
     assert result["adapter"] == str(adapter_dir) and result["results"][0]["n"] == 3
+    rows = [json.loads(line) for line in (tmp_path / "r-predictions" / "eval-qa.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and set(rows[0]) == {"prompt", "answer", "generation", "score"}
+    assert sum(r["score"] for r in rows) / 3 == pytest.approx(result["results"][0]["metric"])
     assert main(["eval", "--model", str(base_dir), "--adapter", str(tmp_path), "--tasks", str(qa_task)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a PEFT adapter dir" in err[0]

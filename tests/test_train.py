@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from peft import PeftModel
@@ -188,6 +189,23 @@ def test_resume_after_kill_is_bit_identical(setting, tmp_path, method):
     for name in a:
         for k in a[name]:
             assert torch.equal(a[name][k], b[name][k]), (name, k)
+    logs = [pd.read_csv(d / "metrics" / "train_log.csv") for d in (full, resumed)]  # the resumed log drops no row
+    assert len(logs[0]) == 18 and list(logs[0].step[:6]) == [1, 2, 3, 4, 5, 6]  # 3 tasks x 6 steps, no repeats
+    pd.testing.assert_frame_equal(logs[0], logs[1])
+    expected = {"phase", "step", "lr", "loss", "ce_cur", "ce_buf"} | ({"slow_fast_dist"} if method == "ilora" else set())
+    assert set(logs[0].columns) == expected and logs[0].ce_buf.notna().sum() == 12  # replay from the second task
+
+
+def test_predictions_per_phase_and_task_back_the_scores(setting, tmp_path):
+    run_dir = train(_cfg(setting, tmp_path, "seq", tasks=setting["tasks"][:2], **{"eval.generate": True}),
+                    progress_bar=False)
+    for phase in (0, 1):
+        scores = json.loads((run_dir / "metrics" / f"phase-{phase}.json").read_text())["scores"]["main"]
+        for task in ("first", "last"):
+            lines = (run_dir / "predictions" / f"{phase}-{task}.jsonl").read_text().splitlines()
+            rows = [json.loads(line) for line in lines]
+            assert len(rows) == 8 and set(rows[0]) == {"prompt", "answer", "generation", "score"}
+            assert sum(r["score"] for r in rows) / len(rows) == pytest.approx(scores[task]["metric"])
 
 
 def test_resume_between_tasks_is_bit_identical(setting, tmp_path):

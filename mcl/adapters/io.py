@@ -96,7 +96,9 @@ def read_adapter(path: str | Path, check_finite: bool = True) -> AdapterState:
         raise MclError(f"{path} is not a directory (expected a PEFT adapter dir)")
     cfg_file = path / CONFIG
     if not cfg_file.is_file():
-        raise MclError(f"{path} has no {CONFIG}: not a PEFT adapter dir")
+        inner = sorted(d for d in path.iterdir() if (d / CONFIG).is_file())  # e.g. I-LoRA's slow/ and fast/
+        hint = f"; it holds adapters: pass {' or '.join(str(d) for d in inner)}" if inner else ""
+        raise MclError(f"{path} has no {CONFIG}: not a PEFT adapter dir{hint}")
     config = read_json_object(cfg_file, "the adapter config")
     if config.get("peft_type", "LORA") != "LORA":
         raise MclError(f"{cfg_file}: peft_type is {config.get('peft_type')!r}; mcl reads LoRA adapters only")

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
+from mcl.errors import MclError
+
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -44,6 +46,26 @@ class LoraSpec:
         return asdict(self)
 
 
+def linear_module_names(model: torch.nn.Module) -> list[str]:
+    """The distinct last names of the model's linear layers (nn.Linear, GPT-2's Conv1D), the LM head left out."""
+    from transformers.pytorch_utils import Conv1D
+
+    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+                   if isinstance(m, (torch.nn.Linear, Conv1D)) and "lora_" not in name
+                   and not name.endswith("lm_head")})
+
+
+def check_targets(model: torch.nn.Module, spec: LoraSpec) -> None:
+    """One-line MclError when a LoRA target names no linear layer of `model` (the error lists the names)."""
+    if isinstance(spec.target_modules, str):  # a PEFT keyword such as "all-linear"
+        return
+    names = linear_module_names(model)
+    missing = [t for t in spec.target_modules if t not in names]
+    if missing:
+        raise MclError(f"lora.target_modules {missing} match no linear layer of this model; its linear layers: "
+                       f"{', '.join(names)} (set e.g. lora.target_modules=[{','.join(names[:2])}])")
+
+
 def add_lora(model, spec: LoraSpec | None = None, adapter_name: str = "default", seed: int | None = None) -> PeftModel:
     """Wrap `model` with a fresh LoRA adapter (or add one more adapter to a PeftModel)."""
     spec = spec or LoraSpec()
@@ -52,6 +74,7 @@ def add_lora(model, spec: LoraSpec | None = None, adapter_name: str = "default",
     if isinstance(model, PeftModel):
         model.add_adapter(adapter_name, spec.to_peft())
         return model
+    check_targets(model, spec)
     return get_peft_model(model, spec.to_peft(), adapter_name=adapter_name)
 
 

@@ -8,6 +8,7 @@
 - `plane`: `plane(a, b, c, model, tasks)` — loss over the plane through three adapters
 - `cache`: `PointCache`, the on-disk store of evaluated points
 - `plots`: `plot_path`, `plot_barrier_matrix`, `plot_plane` (PNG + HTML; matplotlib and plotly load on first use)
+- `objective`: `TaskObjective`, the train-split loss a curve fit minimises
 """
 
 from mcl.analysis.adaptive import AdaptiveSearch, adaptive_sweep, refine_peak
@@ -15,13 +16,15 @@ from mcl.analysis.barriers import BARRIER_METRICS, BarrierMetric, barriers
 from mcl.analysis.bootstrap import Bootstrap, bootstrap_barriers
 from mcl.analysis.cache import PointCache, model_fingerprint
 from mcl.analysis.matrix import BarrierMatrix, barrier_matrix
+from mcl.analysis.objective import TaskObjective
 from mcl.analysis.plane import Plane, plane
 from mcl.analysis.sweep import evaluate_points, evaluators, path_barriers, sweep, t_grid
 
 __all__ = [
-    "AdaptiveSearch", "BARRIER_METRICS", "BarrierMatrix", "BarrierMetric", "Bootstrap", "Plane", "PointCache", "barrier_matrix", "barriers", "bootstrap_barriers",
-    "evaluate_points", "evaluators", "adaptive_sweep", "model_fingerprint", "path_barriers", "plane", "plot_barrier_matrix",
-    "plot_path", "plot_plane", "refine_peak", "sweep", "t_grid",
+    "AdaptiveSearch", "BARRIER_METRICS", "BarrierMatrix", "BarrierMetric", "Bootstrap", "Plane", "PointCache",
+    "TaskObjective", "adaptive_sweep", "barrier_matrix", "barriers", "bootstrap_barriers", "evaluate_points",
+    "evaluators", "model_fingerprint", "path_barriers", "plane", "plot_barrier_matrix", "plot_path", "plot_plane",
+    "refine_peak", "sweep", "t_grid",
 ]
 
 

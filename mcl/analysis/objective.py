@@ -1,7 +1,7 @@
 """The training objective of curve fitting: answer loss on batches drawn from one or several tasks' train data.
 
 `TaskObjective(tokenizer, tasks).loss(model, step)` takes one batch per task, each batch's token-pooled
-answer loss by the loss convention (DESIGN.md §3, LM head at label positions only), and averages over
+answer loss by the loss convention (docs/design.md §3, LM head at label positions only), and averages over
 tasks. The batch of a step depends only on (seed, step), so a resumed fit sees the same data.
 """
 
@@ -25,7 +25,7 @@ class TaskObjective:
                  max_len: int = 256, seed: int = 0, text: TextFormat | None = None):
         """Tokenise every task's `split` once (by the `text` format)."""
         if not tasks:
-            raise MclError("curve fitting needs at least one task (--data TASK ...)")
+            raise MclError("curve fitting needs at least one task (--tasks TASK ...)")
         self.encoded = [encode_examples(tokenizer, t.split(split), max_len, text) for t in tasks]
         self.pad, self.batch_size, self.seed = pad_id(tokenizer), batch_size, seed
 

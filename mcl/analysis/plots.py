@@ -1,14 +1,17 @@
 """Figures: path curves (one line per task), barrier-matrix heatmaps, plane contours; PNG and HTML.
 
-Static figures use matplotlib's object API (`Figure`, no pyplot, so no global backend state: the Agg
-canvas renders them); interactive ones use plotly and are written as self-contained HTML by default
-(these machines are offline; pass plotlyjs="cdn" for small files). Every file is written atomically.
+Each plot function returns its matplotlib Figure (built when a PNG is asked for or no HTML is), so a
+notebook shows it directly. Static figures use matplotlib's object API (`Figure`, no pyplot, so no global backend state: the Agg
+canvas renders them); interactive ones use plotly, written as HTML that loads one `plotly.min.js` written
+beside them (so they work offline without embedding 4.8 MB in each file; plotlyjs=True embeds it).
+Every file is written atomically.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +22,7 @@ from plotly.subplots import make_subplots
 
 from mcl.analysis.matrix import BarrierMatrix
 from mcl.analysis.plane import Plane
-from mcl.io import atomic_path
+from mcl.io import atomic_path, write_text_atomic
 
 PathLike = str | os.PathLike
 
@@ -30,10 +33,28 @@ def save_png(fig: Figure, dest: PathLike) -> None:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
 
 
-def save_html(fig: go.Figure, dest: PathLike, plotlyjs: Any = True) -> None:
-    """Write a plotly figure as HTML atomically (plotly.js embedded unless plotlyjs='cdn')."""
-    with atomic_path(dest) as tmp:
-        fig.write_html(tmp, include_plotlyjs=plotlyjs)
+PLOTLY_JS = "plotly.min.js"
+
+
+def write_plotly_js(directory: PathLike) -> Path:
+    """The plotly.js bundle as `plotly.min.js` in `directory` (written once), for HTML that works offline."""
+    dest = Path(directory) / PLOTLY_JS
+    if not dest.is_file():
+        from plotly.offline import get_plotlyjs
+
+        write_text_atomic(dest, get_plotlyjs())
+    return dest
+
+
+def save_html(fig: go.Figure, dest: PathLike, plotlyjs: Any = "directory") -> None:
+    """Write a plotly figure as HTML atomically; by default it loads the `plotly.min.js` written once beside it.
+
+    Offline either way: "directory" shares one bundle per output dir (figures stay small), True embeds it
+    in the file (self-contained, ~4.8 MB each); "cdn" needs a network.
+    """
+    if plotlyjs == "directory":
+        write_plotly_js(Path(dest).parent)
+    write_text_atomic(dest, fig.to_html(include_plotlyjs=plotlyjs))
 
 
 def _panels(frame: pd.DataFrame) -> list[tuple[str, str]]:
@@ -44,11 +65,12 @@ def _panels(frame: pd.DataFrame) -> list[tuple[str, str]]:
 
 
 def plot_path(frame: pd.DataFrame, png: PathLike | None = None, html: PathLike | None = None, title: str = "",
-              plotlyjs: Any = True) -> None:
-    """Loss (and metric, when present) along t for each task of a sweep frame; bands from loss_low/loss_high columns."""
+              plotlyjs: Any = "directory") -> Figure | None:
+    """Loss (and metric, when present) along t per task of a sweep frame (bands from loss_low/loss_high); returns the Figure."""
     panels = _panels(frame)
     names = {task: g["metric_name"].iloc[0] for task, g in frame.groupby("task", sort=False)}
-    if png:
+    static = None
+    if png or not html:  # the static figure: saved as PNG, and returned (notebooks show it)
         fig = Figure(figsize=(5.5 * len(panels), 4), layout="constrained")
         for k, (col, label) in enumerate(panels):
             ax = fig.add_subplot(1, len(panels), k + 1)
@@ -62,7 +84,9 @@ def plot_path(frame: pd.DataFrame, png: PathLike | None = None, html: PathLike |
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
         fig.suptitle(title)
-        save_png(fig, png)
+        static = fig
+        if png:
+            save_png(fig, png)
     if html:
         fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[label for _, label in panels])
         for k, (col, _) in enumerate(panels):
@@ -78,6 +102,7 @@ def plot_path(frame: pd.DataFrame, png: PathLike | None = None, html: PathLike |
             fig.update_xaxes(title_text="t", row=1, col=k + 1)
         fig.update_layout(title=title, template="plotly_white")
         save_html(fig, html, plotlyjs)
+    return static
 
 
 def _color(n: int) -> str:
@@ -91,12 +116,14 @@ def _grid_shape(n: int) -> tuple[int, int]:
 
 
 def plot_barrier_matrix(bm: BarrierMatrix, png: PathLike | None = None, html: PathLike | None = None,
-                        measure: str = "loss", metric: str = "max_minus_linear", plotlyjs: Any = True) -> None:
-    """One heatmap per task of a barrier metric over all checkpoint pairs."""
+                        measure: str = "loss", metric: str = "max_minus_linear", plotlyjs: Any = "directory"
+                        ) -> Figure | None:
+    """One heatmap per task of a barrier metric over all checkpoint pairs; returns the matplotlib Figure."""
     tasks = list(dict.fromkeys(bm.barriers["task"])) if len(bm.barriers) else []
     rows, cols = _grid_shape(max(len(tasks), 1))
     mats = {t: bm.matrix(t, measure, metric) for t in tasks}
-    if png:
+    static = None
+    if png or not html:  # the static figure: saved as PNG, and returned (notebooks show it)
         fig = Figure(figsize=(3.4 * cols + 1, 3.0 * rows + 0.5), layout="constrained")
         for k, (task, m) in enumerate(mats.items()):
             ax = fig.add_subplot(rows, cols, k + 1)
@@ -109,7 +136,9 @@ def plot_barrier_matrix(bm: BarrierMatrix, png: PathLike | None = None, html: Pa
             ax.set_title(task, fontsize=9)
             fig.colorbar(im, ax=ax, fraction=0.046)
         fig.suptitle(f"{measure} barrier ({metric})")
-        save_png(fig, png)
+        static = fig
+        if png:
+            save_png(fig, png)
     if html:
         fig = make_subplots(rows=rows, cols=cols, subplot_titles=tasks)
         for k, (task, m) in enumerate(mats.items()):
@@ -118,15 +147,17 @@ def plot_barrier_matrix(bm: BarrierMatrix, png: PathLike | None = None, html: Pa
                           row=k // cols + 1, col=k % cols + 1)
         fig.update_layout(title=f"{measure} barrier ({metric})", template="plotly_white")
         save_html(fig, html, plotlyjs)
+    return static
 
 
 def plot_plane(pl: Plane, png: PathLike | None = None, html: PathLike | None = None, measure: str = "loss",
-               plotlyjs: Any = True) -> None:
-    """Contours of a measure over the plane, one panel per task, with a, b, c and the drawn path."""
+               plotlyjs: Any = "directory") -> Figure | None:
+    """Contours of a measure over the plane, one panel per task, with a, b, c and the drawn path; returns the Figure."""
     tasks = list(dict.fromkeys(pl.frame["task"]))
     rows, cols = _grid_shape(len(tasks))
     grids = {t: pl.frame[pl.frame.task == t].pivot_table(index="y", columns="x", values=measure) for t in tasks}
-    if png:
+    static = None
+    if png or not html:  # the static figure: saved as PNG, and returned (notebooks show it)
         fig = Figure(figsize=(4.4 * cols, 3.8 * rows), layout="constrained")
         for k, (task, z) in enumerate(grids.items()):
             ax = fig.add_subplot(rows, cols, k + 1)
@@ -141,7 +172,9 @@ def plot_plane(pl: Plane, png: PathLike | None = None, html: PathLike | None = N
             ax.set_xlabel("along b − a")
             ax.set_ylabel("towards c")
             ax.set_title(f"{task} ({measure}, {pl.space})", fontsize=9)
-        save_png(fig, png)
+        static = fig
+        if png:
+            save_png(fig, png)
     if html:
         fig = make_subplots(rows=rows, cols=cols, subplot_titles=tasks)
         for k, (task, z) in enumerate(grids.items()):
@@ -157,3 +190,4 @@ def plot_plane(pl: Plane, png: PathLike | None = None, html: PathLike | None = N
                                      showlegend=False), row=r, col=c)
         fig.update_layout(title=f"{measure} over the plane ({pl.space})", template="plotly_white")
         save_html(fig, html, plotlyjs)
+    return static

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from mcl.cli.common import choice_argument
 
 def _info(args: argparse.Namespace) -> int:
     from mcl.adapters import read_adapter, scaling
@@ -35,10 +36,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("adapters", help="inspect and compare PEFT LoRA adapter dirs")
     asub = p.add_subparsers(dest="adapters_command", required=True)
     info = asub.add_parser("info", help="config, size and mcl sidecar of an adapter dir")
-    info.add_argument("adapter")
+    info.add_argument("adapter", metavar="DIR", help="PEFT adapter dir")
     info.set_defaults(func=_info)
     chk = asub.add_parser("check", help="are two adapters compatible for interpolation?")
-    chk.add_argument("a")
-    chk.add_argument("b")
-    chk.add_argument("--space", default="factors")
+    chk.add_argument("a", metavar="CKPT_A", help="first adapter (PEFT dir)")
+    chk.add_argument("b", metavar="CKPT_B", help="second adapter (PEFT dir)")
+    choice_argument(chk, "--space", "spaces", "interpolation space to check for", default="factors")
     chk.set_defaults(func=_check)

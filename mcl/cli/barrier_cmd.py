@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from mcl.cli.device_args import add_device_args, model_kwargs
+from mcl.cli.common import DEFAULT_POINTS, add_model_argument, add_quiet_argument, add_tasks_argument, apply_threads
+from mcl.cli.common import add_eval_arguments as common_eval_arguments
+from mcl.cli.common import choice_argument
 from mcl.cli.main import run_cli
 from mcl.cli.text_flags import add_text_arguments, text_of
 from mcl.errors import MclError
@@ -22,7 +25,6 @@ if TYPE_CHECKING:  # torch, peft and pandas load only when a command runs
 
     from mcl.adapters import AdapterState
 
-DEFAULT_POINTS = 11
 
 
 def points_arg(text: str) -> int | str:
@@ -36,18 +38,13 @@ def points_arg(text: str) -> int | str:
 
 
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
-    """Flags shared by barrier, plane and barrier-matrix: base model, data, evaluation settings, device and dtype."""
-    p.add_argument("--base", metavar="MODEL", help="base model (name, dir or hub id); default: the adapters' base model")
-    p.add_argument("--data", nargs="+", metavar="TASK",
-                   help="built-in task names or task dirs; default: exactly the data the checkpoints were trained "
-                        "on (recorded in their mcl.json)")
-    p.add_argument("--split", default="eval", choices=["eval", "test"], help="split to evaluate (default eval)")
-    p.add_argument("--metric", action="store_true", help="also score the task metric on greedy generations (slower)")
-    p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N examples of each task")
-    p.add_argument("--batch-size", type=int, default=32, help="evaluation batch size (default 32)")
-    p.add_argument("--max-len", type=int, default=256, help="max tokens per example (default 256)")
+    """Flags shared by barrier, plane and barrier-matrix: base model, tasks, evaluation settings, device and dtype."""
+    add_model_argument(p)
+    add_tasks_argument(p, help="built-in task names, `mcl-suite` or task dirs; default: exactly the data the "
+                               "checkpoints were trained on (recorded in their mcl.json)")
+    common_eval_arguments(p)
     p.add_argument("--no-cache", action="store_true", help="do not read or write the sweep cache")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet_argument(p)
     add_text_arguments(p)
     add_device_args(p)
 
@@ -61,45 +58,47 @@ def check_eval_args(args: argparse.Namespace) -> None:
     from mcl.io import check_output
 
     check_eval_settings(args.batch_size, args.max_len, args.limit)
+    if args.threads is not None and args.threads < 1:
+        raise MclError(f"--threads must be >= 1, got {args.threads}")
     points = getattr(args, "points", None)
     if isinstance(points, int) and not 2 <= points <= MAX_POINTS:
         raise MclError(f"--points: a sweep needs at least 2 points and at most {MAX_POINTS}, got {points}")
-    if args.base is not None:
-        check_model_arg(args.base)
+    if args.model is not None:
+        check_model_arg(args.model)
     if getattr(args, "out", None):
         check_output(args.out, "dir")
 
 
 def check_model_arg(name: str) -> None:
-    """A --base that names a local path must be an existing model dir (hub ids and names are checked on load)."""
+    """A --model that names a local path must be an existing model dir (hub ids and names are checked on load)."""
     from mcl.models import NAMED_MODELS
 
     if not name:
-        raise MclError("--base is empty")
+        raise MclError("--model is empty")
     p = Path(name).expanduser()
     if name not in NAMED_MODELS and p.exists() and not (p / "config.json").is_file():
-        raise MclError(f"--base {name}: not a model dir (no config.json)")
+        raise MclError(f"--model {name}: not a model dir (no config.json)")
 
 
 def apply_base_override(states: Sequence[AdapterState], base: str | None) -> None:
-    """With --base, the adapters are taken to sit on that model: their recorded base ids are not compared."""
+    """With --model, the adapters are taken to sit on that model: their recorded base ids are not compared."""
     if base:
         for s in states:
             s.meta["base_model"] = base
 
 
 def base_of(states: Sequence[AdapterState], override: str | None) -> str:
-    """The base model to load: `--base`, else the one the checkpoints name."""
+    """The base model to load: `--model`, else the one the checkpoints name."""
     if override:
         return override
     named = [s.base_model for s in states if s.base_model]
     if not named:
-        raise MclError(f"{states[0].label} does not name its base model: pass --base MODEL")
+        raise MclError(f"{states[0].label} does not name its base model: pass --model MODEL")
     return named[0]
 
 
 def tasks_of(states: Sequence[AdapterState], override: Sequence[str] | None) -> list:
-    """The tasks to evaluate: `--data`, else the data recorded in each checkpoint's mcl.json (in order, once each).
+    """The tasks to evaluate: `--tasks`, else the data recorded in each checkpoint's mcl.json (in order, once each).
 
     Recorded tasks come back as `Task`s whose content hash was checked (gone or changed data is a one-line
     error); checkpoints from before data records name their task only and resolve by name.
@@ -115,7 +114,7 @@ def tasks_of(states: Sequence[AdapterState], override: Sequence[str] | None) -> 
         if not s.meta.get("tasks") and s.meta.get("task"):
             found.setdefault(s.meta["task"], None)
     if not found:
-        raise MclError("no tasks to evaluate: pass --data TASK ... (the checkpoints' mcl.json name no task)")
+        raise MclError("no tasks to evaluate: pass --tasks TASK ... (the checkpoints' mcl.json name no task)")
     return [name if entry is None else load_recorded(entry[0], entry[1]) for name, entry in found.items()]
 
 
@@ -124,8 +123,9 @@ def load_model_and_tasks(args: argparse.Namespace, states: Sequence[AdapterState
     from mcl.analysis import evaluators
     from mcl.models import load_base
 
-    names = tasks_of(states, args.data)
-    model, tokenizer = load_base(base_of(states, args.base), **model_kwargs(args))
+    apply_threads(args)
+    names = tasks_of(states, args.tasks)
+    model, tokenizer = load_base(base_of(states, args.model), **model_kwargs(args))
     text = text_of(args, [s.meta for s in states])
     return model, tokenizer, evaluators(tokenizer, names, split or args.split, args.batch_size, args.max_len, args.limit,
                                         text)
@@ -162,7 +162,7 @@ def read_nodes(args: argparse.Namespace) -> tuple[AdapterState, list[AdapterStat
         curve = read_curve(dirs[0])
         dirs = curve["controls"]
     controls = [read_adapter(d) for d in dirs]
-    apply_base_override([a, *controls, b], args.base)
+    apply_base_override([a, *controls, b], args.model)
     return a, controls, b, curve
 
 
@@ -204,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
     frame = sweep(path, model, tasks, points, args.metric, cache_arg(args), progress=not args.quiet,
                   per_example=settings is not None, merged=args.merge)
     evaluated = sorted(set(frame["t"]))
-    result = {"a": args.a, "b": args.b, "base": base_of([a, b], args.base), "path": path.name, "space": space.name,
+    result = {"a": args.a, "b": args.b, "base": base_of([a, b], args.model), "path": path.name, "space": space.name,
               "controls": [c.label for c in controls], "align": args.align, "split": args.split, "points": evaluated,
               "tasks": path_barriers(frame)}
     if settings:
@@ -248,8 +248,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of `mcl-barrier` / `mcl barrier`."""
     p.add_argument("a", metavar="CKPT_A", help="first adapter (PEFT dir)")
     p.add_argument("b", metavar="CKPT_B", help="second adapter (PEFT dir)")
-    p.add_argument("--path", help="linear | bezier | polychain (default: linear, or the fitted curve's)")
-    p.add_argument("--space", help="factors | delta | merged (default: factors, or the fitted curve's)")
+    choice_argument(p, "--path", "paths", "path between the adapters", default_text="linear, or the fitted curve's")
+    choice_argument(p, "--space", "spaces", "interpolation space", default_text="factors, or the fitted curve's")
     p.add_argument("--controls", nargs="+", metavar="DIR",
                    help="control points of a bezier/polychain path: PEFT dirs, or one `mcl curve fit` output dir")
     p.add_argument("--points", type=points_arg, default=DEFAULT_POINTS,

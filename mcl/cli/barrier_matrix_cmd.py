@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mcl.cli.barrier_cmd import (add_eval_arguments, apply_base_override, cache_arg, check_eval_args,
                                  load_model_and_tasks, start_outputs, write_csv)
+from mcl.cli.common import add_points_argument, choice_argument
 from mcl.errors import MclError
 
 
@@ -43,13 +44,13 @@ def _matrix(args: argparse.Namespace) -> int:
         raise MclError("pass --out DIR (the default, RUN_DIR/analysis/barrier-matrix, needs a run dir)")
     check_output(args.out or Path(args.checkpoints[0]) / "analysis" / "barrier-matrix", "dir")
     states = [read_adapter(d) for d in dirs]
-    apply_base_override(states, args.base)
+    apply_base_override(states, args.model)
     run_config = Path(args.checkpoints[0]) / "config.yaml"
     recorded = any(s.meta.get("tasks") for s in states)  # checkpoints that record their data score exactly it
-    if is_run and not args.data and not recorded and run_config.is_file():
+    if is_run and not args.tasks and not recorded and run_config.is_file():
         import yaml
 
-        args.data = yaml.safe_load(run_config.read_text()).get("tasks")
+        args.tasks = yaml.safe_load(run_config.read_text()).get("tasks")
     space = get_space(args.space)
     space.validate(states)
     labels = [d.name if d.name not in ("fast", "slow") else f"{d.parent.name}/{d.name}" for d in dirs]
@@ -78,9 +79,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register `mcl barrier-matrix`."""
     p = sub.add_parser("barrier-matrix", help="barriers between every pair of a run's per-task checkpoints")
     p.add_argument("checkpoints", nargs="+", metavar="RUN_DIR|CKPT", help="a run dir, or two or more adapter dirs")
-    p.add_argument("--space", default="factors", help="factors | delta | merged (default factors)")
-    p.add_argument("--points", type=int, default=6, help="t values per pair (default 6)")
-    p.add_argument("--learner", default="slow", help="sub-adapter to use when a task dir holds several (default slow)")
+    choice_argument(p, "--space", "spaces", "interpolation space", default="factors")
+    add_points_argument(p, help="t values from 0 to 1 per pair")
+    p.add_argument("--learner", default="slow", metavar="NAME",
+                   help="sub-adapter to use when a task dir holds several, e.g. I-LoRA's slow or fast (default slow)")
     p.add_argument("--out", metavar="DIR", help="output dir (default RUN_DIR/analysis/barrier-matrix)")
     add_eval_arguments(p)
     p.set_defaults(func=_matrix)

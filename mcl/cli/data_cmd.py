@@ -99,7 +99,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     build.set_defaults(func=_build)
     show = dsub.add_parser("show", help="print a task's spec and a few examples")
     show.add_argument("task", help="task dir or built-in task name")
-    show.add_argument("--split", default="train", choices=["train", "eval", "test"])
+    show.add_argument("--split", default="train", choices=["train", "eval", "test"], help="split to show: %(choices)s (default train)")
     show.add_argument("-n", type=int, default=3, help="examples to print")
     show.set_defaults(func=_show)
     check = dsub.add_parser("check", help="validate task dirs (e.g. a TRACE download): splits, task.json, rows")

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
+from pathlib import Path
 
-from mcl.cli.text_flags import add_text_arguments, text_of
+from mcl.cli.common import add_eval_arguments, add_model_argument, add_quiet_argument, add_tasks_argument, apply_threads
 from mcl.cli.device_args import add_device_args, model_kwargs
+from mcl.cli.text_flags import add_text_arguments, text_of
 from mcl.errors import MclError
 
 
@@ -54,32 +55,39 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def predictions_dir(out: str) -> Path:
+    """Where `mcl eval --out FILE.json` writes its generations: FILE-predictions/<split>-<task>.jsonl."""
+    return Path(out).with_name(Path(out).stem + "-predictions")
+
+
 def _eval(args: argparse.Namespace) -> int:
-    import torch
+    from tqdm.auto import tqdm
 
     from mcl.data.load import load_tasks
-    from mcl.eval.evaluate import check_eval_settings, evaluate_task
+    from mcl.eval.evaluate import TaskEvaluator, check_eval_settings
     from mcl.io import check_output, write_json_atomic
+    from mcl.train.records import write_predictions
 
     check_eval_settings(args.batch_size, args.max_len, args.limit)
     if args.threads is not None and args.threads < 1:
         raise MclError(f"--threads must be >= 1, got {args.threads}")
     if args.out:
         check_output(args.out, "file")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     tasks = load_tasks(args.tasks)
     model, tokenizer = load_model(args.model, args.adapter, **model_kwargs(args))
     text = text_of(args, [_sidecar(args.adapter)] if args.adapter else [])
     rows = []
-    for task in tasks:
-        rows.append(
-            evaluate_task(model, tokenizer, task, args.split, not args.no_generate, args.batch_size, args.max_len, args.limit,
-                          text)
-        )
+    bar = tqdm(tasks, desc="eval", unit="task", disable=args.quiet)
+    for task in bar:
+        bar.set_postfix_str(task.name)
+        records: list[dict] = []
+        evaluator = TaskEvaluator(tokenizer, task, args.split, args.batch_size, args.max_len, args.limit, text)
+        rows.append(evaluator.evaluate(model, args.metric, records))
         if not math.isfinite(rows[-1]["loss"]):
             raise MclError(f"non-finite loss on task {task.name}: check the model and adapter weights")
-        print(f"{task.name}: done", file=sys.stderr, flush=True)
+        if args.out and records:
+            write_predictions(predictions_dir(args.out) / f"{args.split}-{task.name}.jsonl", records)
     print(format_table(rows))
     if args.out:
         result = {"model": args.model, "adapter": args.adapter, "split": args.split, "max_len": args.max_len,
@@ -91,16 +99,13 @@ def _eval(args: argparse.Namespace) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register `mcl eval`."""
     p = sub.add_parser("eval", help="answer loss and task metric of a model (+ adapter) on tasks")
-    p.add_argument("--model", required=True, help="base model: named (tiny, smollm2), HF dir or hub id")
-    p.add_argument("--adapter", help="PEFT LoRA adapter dir to load on the base model")
-    p.add_argument("--tasks", nargs="+", default=["mcl-suite"], help="task dirs or built-in names (default: mcl-suite)")
-    p.add_argument("--split", default="eval", choices=["train", "eval", "test"])
-    p.add_argument("--out", help="write the results as JSON here")
-    p.add_argument("--no-generate", action="store_true", help="loss only (skip generation and the metric)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-len", type=int, default=256, help="tokens per example (prompts cut on the left)")
-    p.add_argument("--limit", type=int, help="first N examples of each split only")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    add_model_argument(p, required=True, help="base model: a named model (tiny, smollm2), an HF dir or hub id")
+    p.add_argument("--adapter", metavar="DIR", help="PEFT LoRA adapter dir to load on the base model")
+    add_tasks_argument(p, default=["mcl-suite"], help="built-in task names, `mcl-suite` or task dirs (default mcl-suite)")
+    p.add_argument("--out", metavar="FILE", help="write the results as JSON here, and each task's generations "
+                                                  "(prompt, answer, generation, score) to FILE-predictions/<split>-<task>.jsonl")
+    add_eval_arguments(p, splits=("train", "eval", "test"), metric=True)
+    add_quiet_argument(p)
     add_text_arguments(p)
     add_device_args(p)
     p.set_defaults(func=_eval)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mcl.cli.barrier_cmd import (add_eval_arguments, apply_base_override, cache_arg, check_eval_args,
                                  load_model_and_tasks, start_outputs, write_csv)
+from mcl.cli.common import choice_argument
 from mcl.errors import MclError
 
 
@@ -23,7 +24,7 @@ def _plane(args: argparse.Namespace) -> int:
     if not 2 <= args.grid <= 201 or not (0 <= args.margin <= 10):
         raise MclError(f"--grid must lie in [2, 201] and --margin in [0, 10] (got {args.grid}, {args.margin})")
     a, b, c = (read_adapter(d) for d in (args.a, args.b, args.c))
-    apply_base_override([a, b, c], args.base)
+    apply_base_override([a, b, c], args.model)
     space = get_space(args.space)
     space.validate([a, b, c])
     drawn = None
@@ -50,13 +51,15 @@ def _plane(args: argparse.Namespace) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register `mcl plane`."""
     p = sub.add_parser("plane", help="loss over the plane through three adapters (Gram-Schmidt basis)")
-    p.add_argument("a", metavar="CKPT_A")
-    p.add_argument("b", metavar="CKPT_B")
+    p.add_argument("a", metavar="CKPT_A", help="first adapter (PEFT dir): the plane's origin")
+    p.add_argument("b", metavar="CKPT_B", help="second adapter (PEFT dir)")
     p.add_argument("c", metavar="CKPT_C", help="third adapter, e.g. a fitted control point")
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--space", default="factors", help="factors | delta | merged (default factors)")
-    p.add_argument("--grid", type=int, default=11, help="grid points per side (default 11)")
-    p.add_argument("--margin", type=float, default=0.2, help="extra room around the three points (fraction)")
-    p.add_argument("--draw", help="draw a path on the plane: linear (A→B) or bezier/polychain through C")
+    p.add_argument("--out", required=True, metavar="DIR", help="write plane.json, plane.csv, plane.png, plane.html here")
+    choice_argument(p, "--space", "spaces", "interpolation space", default="factors")
+    p.add_argument("--grid", type=int, default=11, metavar="N", help="grid points per side (default 11)")
+    p.add_argument("--margin", type=float, default=0.2, metavar="F",
+                   help="extra room around the three points, as a fraction (default 0.2)")
+    choice_argument(p, "--draw", "paths", "draw a path on the plane (linear: A→B; the others through C)",
+                    default_text="none")
     add_eval_arguments(p)
     p.set_defaults(func=_plane)

@@ -1,4 +1,4 @@
-"""`mcl report RUN_DIR [RUN_DIR ...] [--out DIR]`: methods × tasks table and R heatmaps."""
+"""`mcl report RUN_DIR [RUN_DIR ...] [--out DIR]`: runs grouped by all but the seed, tables and R heatmaps."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ def _report(args: argparse.Namespace) -> int:
     check_output(args.out, "dir")
     table = report(args.runs, args.out)
     print(table.round(4).to_markdown())
-    print(f"wrote {Path(args.out) / 'report.md'}, report.csv and R heatmaps")
+    print(f"wrote {Path(args.out) / 'report.html'} (opens offline), report.md, report.csv and R heatmap PNGs")
     return 0
 
 
@@ -21,5 +21,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register `mcl report`."""
     p = sub.add_parser("report", help="summarise finished runs: final scores, OP/BWT/FWT, R heatmaps")
     p.add_argument("runs", nargs="+", help="run directories (runs/<name>-<hash>)")
-    p.add_argument("--out", default="reports", help="output directory (default: reports)")
+    p.add_argument("--out", default="reports", metavar="DIR", help="output directory (default: reports)")
     p.set_defaults(func=_report)

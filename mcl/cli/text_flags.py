@@ -1,7 +1,7 @@
 """The text-format flags shared by `mcl eval` and the sweep commands (`--separator`, `--chat-template`, `--bos`).
 
 Unset flags fall back to the format the checkpoints' mcl.json record (runs trained with a non-default
-`text` config write it there), else the default ids join (DESIGN.md §3).
+`text` config write it there), else the default ids join (docs/design.md §3).
 """
 
 from __future__ import annotations

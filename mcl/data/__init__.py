@@ -3,7 +3,7 @@
 - `task`: `Example`, `TaskSpec`, `Task`, reading TRACE-format dirs (.json / .jsonl splits + task.json)
 - `load`: `load_task(name_or_path)`, `load_tasks(names)` (built-in names and `mcl-suite`)
 - `suite`: the 8-task offline suite `mcl-suite` (shipped in `mcl/data/assets`) and its recipe `build_suite`
-- `tokenize`: the loss convention (DESIGN.md §3) and `TextFormat` (separator, chat template, bos policy),
+- `tokenize`: the loss convention (docs/design.md §3) and `TextFormat` (separator, chat template, bos policy),
   right-padded `collate`, left-padded `collate_prompts`
 - `sources`: offline text shared with the tiny model's pretraining (stdlib split)
 

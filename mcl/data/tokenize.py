@@ -1,4 +1,4 @@
-"""Tokenisation and collation by the loss convention (DESIGN.md §3), with a declared text format.
+"""Tokenisation and collation by the loss convention (docs/design.md §3), with a declared text format.
 
 A `TextFormat` says how an example (prompt, answer) becomes tokens:
 - join `ids` (`separator: null`, the default and the tiny configs' convention): ids = [bos] +

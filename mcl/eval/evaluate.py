@@ -71,18 +71,23 @@ class TaskEvaluator:
         return chance_level(self.metric, pool, [e.answer for e in self.examples],
                             sources=[e.prompt for e in self.examples])
 
-    def example_parts(self, model, generate: bool = True) -> torch.Tensor:
+    def example_parts(self, model, generate: bool = True, records: list[dict] | None = None) -> torch.Tensor:
         """(3, n) float64 over the whole split: per-example loss sum, label-token count and metric score.
 
-        Only this shard's columns are filled (zeros elsewhere), so the shards' parts sum exactly.
+        Only this shard's columns are filled (zeros elsewhere), so the shards' parts sum exactly. With
+        `records` (a list), one {prompt, answer, generation, score} per example of this shard is appended to it.
         """
         parts = torch.zeros(3, len(self.examples), dtype=torch.float64)
         idx = torch.tensor(self.shard_index, dtype=torch.long)
         parts[0, idx], parts[1, idx] = self.loss_evaluator.example_losses(model)
         if generate:
-            refs = [self.examples[i].answer for i in self.shard_index]
-            parts[2, idx] = torch.tensor(self.metric.scores(
-                self.predictions(model), refs, [self.examples[i].prompt for i in self.shard_index]), dtype=torch.float64)
+            mine = [self.examples[i] for i in self.shard_index]
+            generations = self.predictions(model)
+            scores = self.metric.scores(generations, [e.answer for e in mine], [e.prompt for e in mine])
+            parts[2, idx] = torch.tensor(scores, dtype=torch.float64)
+            if records is not None:
+                records += [{"prompt": e.prompt, "answer": e.answer, "generation": g, "score": s}
+                            for e, g, s in zip(mine, generations, scores)]
         return parts
 
     def summarize(self, parts: torch.Tensor, generate: bool = True) -> dict[str, Any]:
@@ -99,9 +104,12 @@ class TaskEvaluator:
             "chance": self.chance,
         }
 
-    def evaluate(self, model, generate: bool = True) -> dict[str, Any]:
-        """{task, split, n, loss, metric, metric_name, higher_is_better, chance}; metric None without generation."""
-        return self.summarize(self.example_parts(model, generate), generate)
+    def evaluate(self, model, generate: bool = True, records: list[dict] | None = None) -> dict[str, Any]:
+        """{task, split, n, loss, metric, metric_name, higher_is_better, chance}; metric None without generation.
+
+        With `records` (a list), one {prompt, answer, generation, score} per example is appended to it.
+        """
+        return self.summarize(self.example_parts(model, generate, records), generate)
 
 
 def evaluate_task(

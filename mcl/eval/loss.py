@@ -1,4 +1,4 @@
-"""Teacher-forced task loss (DESIGN.md §3), with the LM head applied only at label positions.
+"""Teacher-forced task loss (docs/design.md §3), with the LM head applied only at label positions.
 
 `LossEvaluator` tokenises and collates a fixed example set once (length-sorted batches, label
 gather indices precomputed), so evaluating many models or adapter points on the same data costs

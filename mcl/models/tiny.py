@@ -71,7 +71,7 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
 
 
 def model_config(spec: TinySpec, tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
-    """LLaMA config for the tiny model (untied output head, see DESIGN.md pilot)."""
+    """LLaMA config for the tiny model (an untied output head: with a tied one the label logits are capped)."""
     return LlamaConfig(
         vocab_size=spec.vocab_size,
         hidden_size=spec.hidden_size,

@@ -1,1 +1,25 @@
-"""Continual LoRA training: one loop, a registry of methods, per-task checkpoints and CL metrics."""
+"""Continual LoRA training: one loop, a registry of methods, per-task checkpoints and CL metrics.
+
+Public API: `load_config` / `RunConfig` (the run description `mcl train` reads), `train(cfg)` → run
+dir, `resolve_run_dir(cfg)`, `report(run_dirs, out_dir)`, `read_run` + `heatmap_figure` (R heatmaps),
+and the method registry `METHODS`.
+They load on first use, so importing `mcl.train` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "RunConfig": "mcl.train.config", "load_config": "mcl.train.config", "train": "mcl.train.loop",
+    "resolve_run_dir": "mcl.train.loop", "report": "mcl.train.report", "read_run": "mcl.train.report",
+    "heatmap_figure": "mcl.train.report", "METHODS": "mcl.train.methods",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'mcl.train' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -42,6 +42,7 @@ class TrainSpec:
     gradient_checkpointing: bool = False  # recompute decoder activations in backward (less memory, ~1.3x time)
     checkpoint_every: int = 50
     seed: int = 0
+    log_with: str = ""  # "" | tensorboard | wandb (accelerate trackers; not part of the run hash)
 
     def epochs(self, n_tasks: int) -> list[float] | None:
         """Epochs per task (None: train by `steps_per_task`); MclError when the list does not fit the tasks."""
@@ -85,7 +86,7 @@ class RunConfig:
     name: str = "run"
     model: str = "tiny"
     model_dtype: str = "fp32"  # fp32 | bf16 | fp16: base weights only; LoRA, optimizer state, slow learner stay fp32
-    tasks: list[str] = field(default_factory=lambda: ["topic", "policy", "arith"])
+    tasks: list[str] = field(default_factory=lambda: ["topic", "stance", "arith"])
     method: str = "seq"
     method_args: dict[str, Any] = field(default_factory=dict)
     lora: LoraSpec = field(default_factory=LoraSpec)
@@ -107,6 +108,7 @@ class RunConfig:
         """
         d = self.to_dict()
         d.pop("runs_dir")
+        d["train"].pop("log_with")  # where the log also goes does not change results
         for keys, default in ADDED_KEYS.items():  # at their defaults, keys added later leave the hash as it was
             node = d
             for k in keys[:-1]:
@@ -223,6 +225,22 @@ def validate(cfg: RunConfig) -> None:
         raise MclError(f"train.mixed_precision must be no|bf16|fp16 (got {cfg.train.mixed_precision!r})")
     cfg.text.check()
     METHODS[cfg.method].check_args(cfg.method_args)
+    _check_tracker(cfg.train.log_with)
+
+
+TRACKERS = {"tensorboard": "is_tensorboard_available", "wandb": "is_wandb_available"}
+
+
+def _check_tracker(name: str) -> None:
+    """`train.log_with` names an accelerate tracker whose package is installed (or is empty)."""
+    if not name:
+        return
+    if name not in TRACKERS:
+        raise MclError(f"train.log_with must be one of {', '.join(TRACKERS)} or empty (got {name!r})")
+    import accelerate.utils
+
+    if not getattr(accelerate.utils, TRACKERS[name])():
+        raise MclError(f"train.log_with={name} needs the {name} package: pip install {name}")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None, **kwargs: Any) -> RunConfig:

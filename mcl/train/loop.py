@@ -30,7 +30,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from mcl.adapters import get_state, set_state
+from mcl.adapters import check_targets, get_state, set_state
 from mcl.data import load_tasks, text_meta
 from mcl.data.load import task_record
 from mcl.errors import MclError
@@ -39,6 +39,7 @@ from mcl.train.config import RunConfig
 from mcl.train.losses import mean_ce, to_device
 from mcl.train.data import TaskData, encode_tasks, label_tokens, make_batch, step_label_tokens
 from mcl.train.methods import METHODS, Context
+from mcl.train.records import TrainLog, write_predictions
 from mcl.train.scoring import Scorer, write_metrics
 
 
@@ -172,7 +173,8 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
     check_output(run_dir, "dir")
     # cpu=True without a GPU: else accelerate ignores torchrun's world on CPU (gloo)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.train.mixed_precision,
-                              gradient_accumulation_steps=1)
+                              gradient_accumulation_steps=1, log_with=cfg.train.log_with or None,
+                              project_dir=run_dir / "logs")
     main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
     state_dir = run_dir / "state"
     progress = _read_progress(state_dir)  # a corrupt resume point fails before any model loads
@@ -184,6 +186,7 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
                       f"x {sizes['grad_accum']} accumulation steps")
     set_seed(cfg.train.seed)
     base, tokenizer = load_base(cfg.model, dtype=cfg.model_dtype)  # LoRA tensors stay fp32 (PEFT's autocast)
+    check_targets(base, cfg.lora)  # a LoRA target the model lacks fails before the run dir exists
     if cfg.train.gradient_checkpointing:
         enable_gradient_checkpointing(base)
     data: list[TaskData] = encode_tasks(tasks, tokenizer, cfg.train.max_len, cfg.text)
@@ -195,16 +198,20 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
         (run_dir / "tasks").mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     _pin_method_args(run_dir, cfg.method, method.args, write=main)
+    if cfg.train.log_with:
+        accelerator.init_trackers(run_dir.name, config={"run": run_dir.name, "method": cfg.method, "model": cfg.model})
     ctx.model = method.setup(base, cfg.lora, cfg.train.seed).to(accelerator.device)
     scorer = Scorer(data, tokenizer, cfg.eval, cfg.train.max_len, cfg.text, accelerator=accelerator)
     if not (run_dir / "metrics" / "base.json").is_file():
         with ctx.peft.disable_adapter():
-            base_scores = scorer.score_all(ctx.peft)  # every process scores its shard
+            base_scores = scorer.score_all(ctx.peft, progress=progress_bar and main, desc="scoring the base model")
         if main:
             write_json_atomic(run_dir / "metrics" / "base.json", base_scores)
     accelerator.wait_for_everyone()
 
     done = progress.get("phases_done", 0)
+    resume_at = (progress.get("phase", 0), progress.get("step", 0) + 1)  # first step the log is written again
+    log = TrainLog(run_dir / "metrics" / "train_log.csv", resume_at) if main else None
     phases = method.phases(len(names))
     accum = cfg.train.grad_accum
     for phase, task_ids in enumerate(phases):
@@ -260,6 +267,12 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
                                    f"checkpoint is in {state_dir if state_dir.exists() else run_dir / 'tasks'}")
                 checked = step + 1
                 bar.set_postfix(loss=f"{loss.item():.3f}")
+                if main:  # the log is written where the loss is read anyway (no extra host sync)
+                    row = {"phase": phase, "step": step + 1, "lr": optimizer.param_groups[0]["lr"],
+                           "loss": loss.item(), **method.log_values()}
+                    log.add(row)
+                    if cfg.train.log_with:
+                        accelerator.log({k: v for k, v in row.items() if k != "step"}, step=phase * total + step + 1)
             if (step + 1) % cfg.train.checkpoint_every == 0 and step + 1 < total:
                 _save_state(state_dir, method, optimizer, {"phase": phase, "step": step + 1, "phases_done": phase},
                             accelerator)
@@ -274,9 +287,14 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
                                                                      **text_meta(cfg.text)})
         scores = {view: {} for view in method.views}
         for view in method.views:
-            for i in range(len(names)):
+            for i in tqdm(range(len(names)), desc=f"[{phase + 1}/{len(phases)}] scoring {view}", unit="task",
+                          disable=not (progress_bar and main), leave=False):
+                records: list[dict] = []
                 with method.eval_view(view, i, phase):
-                    scores[view][names[i]] = scorer.score(ctx.peft, i)  # every process scores its shard
+                    scores[view][names[i]] = scorer.score(ctx.peft, i, records)  # every process scores its shard
+                if records and main:  # generations of the main process's shard (all of them with one process)
+                    tag = "" if view == method.views[0] else f".{view}"
+                    write_predictions(run_dir / "predictions" / f"{phase}-{names[i]}{tag}.jsonl", records)
         if main:
             write_json_atomic(run_dir / "metrics" / f"phase-{phase}.json",
                               {"phase": phase, "tasks": [names[i] for i in task_ids], "train_seconds": seconds,
@@ -286,5 +304,7 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
         ctx.model = accelerator.unwrap_model(model)
     if main:
         write_metrics(run_dir, names, len(phases), method.views)
+    if cfg.train.log_with:
+        accelerator.end_training()
     accelerator.wait_for_everyone()
     return run_dir

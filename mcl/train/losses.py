@@ -1,4 +1,4 @@
-"""Training losses under the loss convention (DESIGN.md §3): CE on answer tokens only.
+"""Training losses under the loss convention (docs/design.md §3): CE on answer tokens only.
 
 The LM head runs only at positions whose next token is labelled (the union over the batch, via
 `logits_to_keep`), so the full-vocabulary logits of prompts and padding are never computed.

@@ -1,4 +1,4 @@
-"""Continual-learning metrics from an R matrix (DESIGN.md §8).
+"""Continual-learning metrics from an R matrix (docs/design.md §7).
 
 R[k, i] is the score on task i after training through phase k; b[i] the base model's score.
 For a loss matrix (nats, lower is better) `cl_metrics_loss` mirrors them: OP is the mean final loss,

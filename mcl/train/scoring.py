@@ -36,18 +36,24 @@ class Scorer:
             for d in data
         ]
 
-    def score(self, model, i: int) -> dict:
-        """Loss and (when enabled) task metric of task i for the model as it is now (a collective call when sharded)."""
+    def score(self, model, i: int, records: list[dict] | None = None) -> dict:
+        """Loss and (when enabled) task metric of task i for the model as it is now (a collective call when sharded).
+
+        Generations go into `records` (this process's shard of the examples when sharded).
+        """
         evaluator = self.evaluators[i]
-        parts = evaluator.example_parts(model, generate=self.generate)
+        parts = evaluator.example_parts(model, generate=self.generate, records=records)
         if self.accelerator is not None:
             parts = self.accelerator.reduce(parts.to(self.accelerator.device), reduction="sum").cpu()
         r = evaluator.summarize(parts, generate=self.generate)
         return {k: r[k] for k in ("loss", "metric", "metric_name", "higher_is_better", "chance")}
 
-    def score_all(self, model) -> dict:
-        """Scores for every task, keyed by task name."""
-        return {name: self.score(model, i) for i, name in enumerate(self.names)}
+    def score_all(self, model, progress: bool = False, desc: str = "scoring") -> dict:
+        """Scores for every task, keyed by task name (with a progress bar over the tasks when asked)."""
+        from tqdm.auto import tqdm
+
+        return {name: self.score(model, i) for i, name in enumerate(tqdm(self.names, desc=desc, unit="task",
+                                                                         disable=not progress, leave=False))}
 
 
 def _write_csv(df: pd.DataFrame, dest: Path) -> None:

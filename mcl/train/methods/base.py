@@ -1,7 +1,7 @@
 """The hook surface every continual-learning method implements, and the method registry.
 
 The loop (mcl/train/loop.py) calls, per run: `setup`; per phase: `begin_task`, then per step
-`loss` (per micro-batch) → backward → `after_backward` → optimizer step → `after_step`; then `end_task`,
+`loss` (per micro-batch) → backward → `after_backward` → optimizer step → `after_step` → `log_values`; then `end_task`,
 `save_task` and evaluation through `eval_view`. It never branches on a method's name.
 """
 
@@ -111,6 +111,10 @@ class Method:
 
     def end_task(self, phase: int, task_ids: list[int]) -> None:
         """Called after the last step of a phase."""
+
+    def log_values(self) -> dict[str, float]:
+        """Extra values of the last step for metrics/train_log.csv (e.g. loss terms); none by default."""
+        return {}
 
     # --- evaluation and checkpoints ------------------------------------------------------------
     def eval_view(self, view: str, task_index: int, phase: int) -> ContextManager:

@@ -47,8 +47,11 @@ class ER(Method):
 
     def combine(self, cur: tuple, buf: tuple | None) -> torch.Tensor:
         """Mean of current and replay CE (released code), or CE pooled over all their tokens."""
+        ce_cur = cur[0] / cur[1].clamp(min=1)
+        self.terms = {"ce_cur": ce_cur.detach()}
         if buf is None:
-            return cur[0] / cur[1].clamp(min=1)
+            return ce_cur
+        self.terms["ce_buf"] = (buf[0] / buf[1].clamp(min=1)).detach()
         if self.args["replay_weighting"] == "mean":
             return 0.5 * (cur[0] / cur[1].clamp(min=1) + buf[0] / buf[1].clamp(min=1))
         return (cur[0] + buf[0]) / (cur[1] + buf[1]).clamp(min=1)
@@ -61,6 +64,10 @@ class ER(Method):
 
     def after_step(self, batch, task_ids, step):
         self.buffer.add(batch["examples"], batch["task"])
+
+    def log_values(self):
+        """CE on the current batch and (once replay starts) on the replay batch."""
+        return {k: float(v) for k, v in getattr(self, "terms", {}).items()}
 
     def state_dict(self):
         return {f"buffer.{k}": v for k, v in self.buffer.state_dict().items()}

@@ -170,6 +170,13 @@ class ILoRA(ER):
                                                    replay["attention_mask"])
         return loss
 
+    @torch.no_grad()
+    def log_values(self):
+        """ER's CE terms, the consistency term when the step stored it in `terms`, and ‖slow − fast‖ (factors)."""
+        fast = lora_parameters(self.ctx.peft, "fast")
+        dist = sum(float(((p - fast[k]) ** 2).sum()) for k, p in self._slow_params.items()) ** 0.5
+        return {**super().log_values(), "slow_fast_dist": dist}
+
     # --- evaluation, checkpoints, resume -----------------------------------------------------
     def eval_view(self, view, task_index, phase):
         return active_adapter(self.ctx.peft, view)

@@ -1,0 +1,52 @@
+"""What a run records besides its scores: the per-step training log and the generations behind each score.
+
+`metrics/train_log.csv` has one row per optimizer step (phase, step, lr, loss and whatever the method
+adds through `Method.log_values`, e.g. I-LoRA's CE_cur, CE_buf and ‖slow − fast‖); a resumed run
+drops the rows after its checkpoint and continues. `predictions/<phase>-<task>.jsonl` holds one
+{prompt, answer, generation, score} per scored example, so a score of 0.000 can be read, not guessed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from mcl.io import atomic_path, write_text_atomic
+
+BASE_COLUMNS = ["phase", "step", "lr", "loss"]
+
+
+class TrainLog:
+    """`metrics/train_log.csv`, appended one row per step; a new column (e.g. replay starting) rewrites it once."""
+
+    def __init__(self, path: str | Path, resume_at: tuple[int, int] = (0, 0)):
+        """Open the log, keeping only the rows before `resume_at` = (phase, step) of a resumed run."""
+        self.path = Path(path)
+        self.rows: list[dict] = []
+        if self.path.is_file():
+            with open(self.path, newline="") as f:
+                self.rows = [r for r in csv.DictReader(f) if (int(r["phase"]), int(r["step"])) < resume_at]
+        self.columns = list(dict.fromkeys([*BASE_COLUMNS, *(k for r in self.rows for k in r)]))
+        self._rewrite()
+
+    def _rewrite(self) -> None:
+        with atomic_path(self.path, suffix=".csv") as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, self.columns)
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+    def add(self, row: dict[str, float | int]) -> None:
+        """Append one step's values."""
+        self.rows.append(row)
+        if any(k not in self.columns for k in row):
+            self.columns += [k for k in row if k not in self.columns]
+            self._rewrite()
+            return
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, self.columns).writerow(row)
+
+
+def write_predictions(dest: str | Path, records: list[dict]) -> None:
+    """One JSON line per {prompt, answer, generation, score}, written atomically."""
+    write_text_atomic(dest, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
