@@ -73,6 +73,7 @@ def setting(tmp_path_factory):
     rows = {s: [{"prompt": " ".join(rng.choice(WORDS) for _ in range(4)) + " ->", "answer": rng.choice(WORDS)}
                 for _ in range(6)] for s in ("train", "eval")}
     (root / "pick").mkdir()
+    (root / "pick" / "task.json").write_text(json.dumps({"metric": "accuracy"}))
     for split, r in rows.items():
         (root / "pick" / f"{split}.json").write_text(json.dumps(r))
     tok = train_tokenizer([json.dumps(rows)] * 5, vocab_size=200)

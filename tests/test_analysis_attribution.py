@@ -36,7 +36,7 @@ def test_groups_partition_the_tensors(tiny_llama):
 
 def test_only_the_layer_that_changes_makes_the_barrier(tiny_llama, tiny_tokenizer, write_task_dir):
     rows = [{"prompt": f"item {i} is", "answer": w} for i, w in enumerate("red blue cat dog sun moon".split())]
-    tasks = evaluators(tiny_tokenizer, [str(write_task_dir("pick", {"eval": rows}))])
+    tasks = evaluators(tiny_tokenizer, [str(write_task_dir("pick", {"eval": rows}, spec={"metric": "accuracy"}))])
     a, other = random_adapter(tiny_llama, 1), random_adapter(tiny_llama, 2)
     b = AdapterState(a.config, {k: -3 * other.tensors[k] if ".layers.0." in k else v for k, v in a.tensors.items()})
     path = Linear(a, b, space="factors")

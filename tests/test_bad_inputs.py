@@ -251,7 +251,7 @@ ROWS = [
     Row("barrier --batch-size 0", B, SWEEP + " --batch-size 0", 2, "batch size must be an integer >= 1"),
     Row("eval --batch-size 0", E, EV + " --batch-size 0", 2, "batch size must be an integer >= 1"),
     Row("barrier --points 1000000000", B, SWEEP + " --points 1000000000", 2, "at most 1001"),
-    Row("barrier --points 1e9 (not an int)", B, SWEEP + " --points 1e9", 2, "invalid int value"),
+    Row("barrier --points 1e9 (not an int)", B, SWEEP + " --points 1e9", 2, "expected a number of points or 'auto'"),
     Row("barrier-matrix --points 1", E, "barrier-matrix {a} {b} --data {t1} --points 1 --out {ws}/o", 2, "at least 2"),
     Row("eval --threads 0", E, EV + " --threads 0", 2, "--threads must be >= 1"),
     Row("curve fit --steps 0", E, "curve fit {a} {b} --data {t1} --steps 0 --out {ws}/o", 2, "--steps must be >= 1"),
