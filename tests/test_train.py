@@ -176,7 +176,7 @@ def _tensors(run_dir: Path) -> dict[str, dict[str, torch.Tensor]]:
 
 @pytest.mark.parametrize("method", ["er", "ilora"])
 def test_resume_after_kill_is_bit_identical(setting, tmp_path, method):
-    kw = {"method_args": {"buffer_size": 16}, "train.steps_per_task": 6}
+    kw = {"method_args": {"buffer_size": 16}, "train.steps_per_task": 6, "train.log_every": 1}
     full = train(_cfg(setting, tmp_path / "a", method, **kw), progress_bar=False)
     cfg = _cfg(setting, tmp_path / "b", method, **kw)
     with pytest.raises(_Stop):

@@ -103,7 +103,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     show.add_argument("-n", type=int, default=3, help="examples to print")
     show.set_defaults(func=_show)
     check = dsub.add_parser("check", help="validate task dirs (e.g. a TRACE download): splits, task.json, rows")
-    check.add_argument("dirs", nargs="+", metavar="DIR")
+    check.add_argument("dirs", nargs="+", metavar="DIR", help="task dirs to validate (e.g. data/TRACE/*)")
     check.set_defaults(func=_check)
     template = dsub.add_parser("template", help="print a TRACE task.json template, or copy it into a task dir")
     template.add_argument("name", help="C-STANCE, FOMC, MeetingBank, Py150, ScienceQA, NumGLUE-cm, NumGLUE-ds, 20Minuten")

@@ -41,6 +41,7 @@ class TrainSpec:
     mixed_precision: str = "no"  # no | bf16 | fp16 (GPU)
     gradient_checkpointing: bool = False  # recompute decoder activations in backward (less memory, ~1.3x time)
     checkpoint_every: int = 50
+    log_every: int = 10  # steps between loss reads (progress bar, NaN check, train_log.csv row): each is a host sync
     seed: int = 0
     log_with: str = ""  # "" | tensorboard | wandb (accelerate trackers; not part of the run hash)
 
@@ -108,7 +109,7 @@ class RunConfig:
         """
         d = self.to_dict()
         d.pop("runs_dir")
-        d["train"].pop("log_with")  # where the log also goes does not change results
+        d["train"].pop("log_with"), d["train"].pop("log_every")  # how often and where it logs does not change results
         for keys, default in ADDED_KEYS.items():  # at their defaults, keys added later leave the hash as it was
             node = d
             for k in keys[:-1]:
@@ -201,7 +202,7 @@ def validate(cfg: RunConfig) -> None:
         raise MclError(f"unknown method {cfg.method!r}; choose from {', '.join(sorted(METHODS))}")
     if not (cfg.train.lr > 0 and math.isfinite(cfg.train.lr)):
         raise MclError(f"train.lr must be > 0 (got {cfg.train.lr})")
-    for key in ("steps_per_task", "batch_size", "grad_accum", "max_len", "checkpoint_every"):
+    for key in ("steps_per_task", "batch_size", "grad_accum", "max_len", "checkpoint_every", "log_every"):
         if getattr(cfg.train, key) < 1:
             raise MclError(f"train.{key} must be >= 1 (got {getattr(cfg.train, key)})")
     check_name(cfg.name, "run name")

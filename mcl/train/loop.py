@@ -12,7 +12,8 @@ one big batch's token-pooled loss. Each process keeps its own method memory (e.g
 shard) and RNG, saved per rank in the resume state; scoring is split across processes.
 
 The step never waits on the host: the loss is read (and checked for NaN/inf, via a device-side flag)
-only every LOG_EVERY steps, at checkpoints and at the end of a phase, so no bad state is ever saved.
+only every `train.log_every` steps (a row of metrics/train_log.csv), at checkpoints and at the end of a
+phase, so no bad state is ever saved.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ from mcl.train.records import TrainLog, write_predictions
 from mcl.train.scoring import Scorer, write_metrics
 
 
-LOG_EVERY = 10  # steps between reads of the loss (progress bar, NaN check); each read is a host sync
 
 
 class _Stop(Exception):
@@ -261,7 +261,7 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             method.after_step(seen, task_ids, step)
-            if (step + 1) % LOG_EVERY == 0 or (step + 1) % cfg.train.checkpoint_every == 0 or step + 1 == total:
+            if (step + 1) % cfg.train.log_every == 0 or (step + 1) % cfg.train.checkpoint_every == 0 or step + 1 == total:
                 if nonfinite.item():
                     raise MclError(f"non-finite loss at task {name!r} in steps {checked}-{step}: stopped; the last good "
                                    f"checkpoint is in {state_dir if state_dir.exists() else run_dir / 'tasks'}")

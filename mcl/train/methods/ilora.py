@@ -173,8 +173,8 @@ class ILoRA(ER):
     @torch.no_grad()
     def log_values(self):
         """ER's CE terms, the consistency term when the step stored it in `terms`, and ‖slow − fast‖ (factors)."""
-        fast = lora_parameters(self.ctx.peft, "fast")
-        dist = sum(float(((p - fast[k]) ** 2).sum()) for k, p in self._slow_params.items()) ** 0.5
+        slow, fast = self._learners
+        dist = float(torch.stack([(s - f).float().pow(2).sum() for s, f in zip(slow, fast)]).sum().sqrt())
         return {**super().log_values(), "slow_fast_dist": dist}
 
     # --- evaluation, checkpoints, resume -----------------------------------------------------
