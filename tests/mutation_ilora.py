@@ -39,8 +39,9 @@ class Mutation:
 
 ILORA = "mcl/train/methods/ilora.py"
 MUTATIONS = [
-    Mutation("consistency loss without the padding mask", ILORA, "diff = (hw - z.detach())[m]", "diff = hw - z.detach()"),
-    Mutation("min instead of max as the target", ILORA, "torch.maximum(hw, hl)", "torch.minimum(hw, hl)"),
+    Mutation("consistency loss without the padding mask", ILORA, "m = mask.to(d.dtype)[None, :, :, None]",
+             "m = torch.ones_like(mask, dtype=d.dtype)[None, :, :, None]"),
+    Mutation("min instead of max as the target", ILORA, "d = d.clamp(max=0)", "d = d.clamp(min=0)"),
     Mutation("slow forward drops attention_mask", ILORA, 'attention_mask=replay["attention_mask"],', ""),
     Mutation("CE forward drops attention_mask", "mcl/train/losses.py", 'attention_mask=batch["attention_mask"],', ""),
     Mutation("no-op adapter switch (slow forward runs the fast adapter)", ILORA,
@@ -49,7 +50,8 @@ MUTATIONS = [
              "    peft_model.base_model.set_adapter(name)\n", "    pass\n"),
     Mutation("warm-up counts updates, not optimizer steps", ILORA,
              "        self.steps += 1\n        if float", "        if float",
-             (('params=self._slow_params)\n', 'params=self._slow_params)\n        self.steps += 1\n'),)),
+             (("lerp_states_(slow, fast, 1.0 - self.current_lambda())\n",
+               "lerp_states_(slow, fast, 1.0 - self.current_lambda())\n        self.steps += 1\n"),)),
     Mutation("buffer filled before sampling", ILORA, "        replay = self.replay_batch(",
              '        self.buffer.add(batch["examples"], batch["task"])\n        replay = self.replay_batch('),
     Mutation("reservoir never replaces", "mcl/train/buffer.py", "if j < self.capacity:", "if j < 0:"),
