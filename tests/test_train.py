@@ -192,7 +192,7 @@ def test_resume_after_kill_is_bit_identical(setting, tmp_path, method):
     logs = [pd.read_csv(d / "metrics" / "train_log.csv") for d in (full, resumed)]  # the resumed log drops no row
     assert len(logs[0]) == 18 and list(logs[0].step[:6]) == [1, 2, 3, 4, 5, 6]  # 3 tasks x 6 steps, no repeats
     pd.testing.assert_frame_equal(logs[0], logs[1])
-    expected = {"phase", "step", "lr", "loss", "ce_cur", "ce_buf"} | ({"slow_fast_dist"} if method == "ilora" else set())
+    expected = {"phase", "step", "lr", "loss", "ce_cur", "ce_buf"} | ({"consistency", "slow_fast_dist"} if method == "ilora" else set())
     assert set(logs[0].columns) == expected and logs[0].ce_buf.notna().sum() == 12  # replay from the second task
 
 

@@ -166,8 +166,10 @@ class ILoRA(ER):
             with torch.no_grad(), active_adapter(self.ctx.peft, "slow"):
                 slow_out = self.ctx.peft(input_ids=replay["input_ids"], attention_mask=replay["attention_mask"],
                                          output_hidden_states=True, logits_to_keep=1, use_cache=False)
-            loss = loss + gamma * self.consistency(self._select(out.hidden_states), self._select(slow_out.hidden_states),
-                                                   replay["attention_mask"])
+            term = self.consistency(self._select(out.hidden_states), self._select(slow_out.hidden_states),
+                                    replay["attention_mask"])
+            self.terms["consistency"] = term.detach()
+            loss = loss + gamma * term
         return loss
 
     @torch.no_grad()
