@@ -1,25 +1,77 @@
 """Table: every continual-learning method on the tiny 8-task suite, several seeds, one budget.
 
 Runs each (method, seed) with the same steps, batch, buffer and LoRA settings (base config:
-configs/tiny-suite-seq.yaml), two runs at a time with one thread each, then writes
-results/cl_comparison/report.{md,csv} (final scores, OP/BWT/FWT/forgetting, mean ± std over
-seeds) and R heatmaps via `mcl report`. Finished runs are reused (runs are named by config hash).
+configs/tiny-suite-seq.yaml), `--jobs` runs at a time with one thread each, seed by seed (so a
+partial grid holds whole seeds), then writes results/cl_comparison/report.{md,csv} (final scores,
+OP/BWT/FWT/forgetting, mean ± std over seeds), R heatmaps via `mcl report`, every run's R.csv,
+R_loss.csv and summary.json under runs/, and the per-seed paired difference of `--pair A B`.
+A method is a name or `name:key=value,...` (method_args), e.g. `ilora:ema_lambda=0.9`.
+Finished runs are reused (runs are named by config hash).
     python analysis/cl_comparison.py [--methods ...] [--seeds 0 1 2] [--steps 100] [--jobs 2]
-The README's table: `--methods ilora agem er ewc olora seq one mtl --steps 100` (about 2.5 h on 2 cores).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
+import shutil
+from pathlib import Path
 
 from common import ROOT, report, train_grid
 
 METHODS = ["seq", "er", "ewc", "agem", "olora", "mtl", "one", "ilora", "ilora-released"]
 REPLAY = {"er", "agem", "ilora", "ilora-released"}
+KEPT = ("R.csv", "R_loss.csv", "R_fast.csv", "R_loss_fast.csv", "summary.json")
+
+
+def parse_method(spec: str) -> tuple[str, dict[str, str]]:
+    """`name:key=value,...` -> (name, method_args as written)."""
+    name, _, args = spec.partition(":")
+    return name, dict(kv.split("=", 1) for kv in args.split(",") if kv)
+
+
+def overrides(spec: str, seed: int, steps: int, eval_examples: int, buffer: int) -> list[str]:
+    """`mcl train` overrides of one (method variant, seed)."""
+    name, args = parse_method(spec)
+    if name in REPLAY:
+        args = {"buffer_size": str(buffer), **args}
+    over = [f"method={name}", f"train.seed={seed}", f"train.steps_per_task={steps}", f"eval.max_examples={eval_examples}"]
+    return over + ([f"method_args={{{', '.join(f'{k}: {v}' for k, v in args.items())}}}"] if args else [])
+
+
+def keep_runs(grid: list[tuple[str, int]], run_dirs: list[str], out: Path) -> None:
+    """Copy each run's R matrices and summary to out/runs/<method variant>-seed<s>/ (README numbers recompute)."""
+    for (spec, seed), run in zip(grid, run_dirs):
+        dest = out / "runs" / f"{spec.replace(':', '_').replace(',', '_').replace('=', '')}-seed{seed}"
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in KEPT:
+            if (Path(run) / "metrics" / name).exists():
+                shutil.copyfile(Path(run) / "metrics" / name, dest / name)
+        (dest / "run.txt").write_text(f"{Path(run).name}\n")
+
+
+def paired(grid: list[tuple[str, int]], run_dirs: list[str], a: str, b: str, out: Path) -> None:
+    """Per-seed OP/BWT/forgetting (score and loss) of method a minus method b (seeds both have), as paired_<a>_minus_<b>.csv."""
+    summary = {key: json.loads((Path(run) / "metrics" / "summary.json").read_text()) for key, run in zip(grid, run_dirs)}
+    rows = []
+    for seed in sorted({s for _, s in grid}):
+        if (a, seed) in summary and (b, seed) in summary:
+            sa, sb = (summary[(m, seed)]["score"] for m in (a, b))  # the primary view (I-LoRA: slow)
+            la, lb = (summary[(m, seed)]["loss"] for m in (a, b))
+            rows.append({"seed": seed, **{k: round(sa[k] - sb[k], 4) for k in ("OP", "BWT", "forgetting")},
+                         **{f"loss_{k}": round(la[k] - lb[k], 4) for k in ("OP", "BWT", "forgetting")}})
+    if rows:
+        name = f"paired_{a}_minus_{b}".replace(":", "_").replace(",", "_").replace("=", "")
+        with open(out / f"{name}.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        print(f"{a} - {b} per seed: {rows}")
 
 
 def main() -> None:
-    """Run the grid, then `mcl report` over all runs."""
+    """Run the grid, then `mcl report` over all runs, keep their matrices, and write the paired difference."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--methods", nargs="+", default=METHODS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -27,15 +79,17 @@ def main() -> None:
     p.add_argument("--buffer", type=int, default=200)
     p.add_argument("--eval-examples", type=int, default=100)
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--pair", nargs=2, metavar=("A", "B"), help="methods for the per-seed paired difference A - B")
     p.add_argument("--out", default=str(ROOT / "results" / "cl_comparison"))
     a = p.parse_args()
-    grid = []  # method-major, in the order given: put the longest (ilora, agem, er) first for an even tail
-    for m in a.methods:
-        for seed in a.seeds:
-            over = [f"method={m}", f"train.seed={seed}", f"train.steps_per_task={a.steps}",
-                    f"eval.max_examples={a.eval_examples}"]
-            grid.append(over + ([f"method_args={{buffer_size: {a.buffer}}}"] if m in REPLAY else []))
-    report(train_grid("configs/tiny-suite-seq.yaml", grid, a.jobs), a.out)
+    grid = [(m, seed) for seed in a.seeds for m in a.methods]
+    runs = train_grid("configs/tiny-suite-seq.yaml",
+                      [overrides(m, s, a.steps, a.eval_examples, a.buffer) for m, s in grid], a.jobs)
+    out = Path(a.out)
+    report(runs, str(out))
+    keep_runs(grid, runs, out)
+    if a.pair:
+        paired(grid, runs, *a.pair, out)
 
 
 if __name__ == "__main__":

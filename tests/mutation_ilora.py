@@ -39,15 +39,18 @@ class Mutation:
 
 ILORA = "mcl/train/methods/ilora.py"
 MUTATIONS = [
-    Mutation("consistency loss without the padding mask", ILORA, "m = mask.to(d.dtype)[None, :, :, None]",
-             "m = torch.ones_like(mask, dtype=d.dtype)[None, :, :, None]"),
+    Mutation("consistency loss without the padding mask", ILORA,
+             "        if valid is None:\n            valid = mask.flatten().nonzero().squeeze(1)\n",
+             "        valid = torch.arange(mask.numel())\n"),
     Mutation("min instead of max as the target", ILORA, "d = d.clamp(max=0)", "d = d.clamp(min=0)"),
-    Mutation("slow forward drops attention_mask", ILORA, 'attention_mask=replay["attention_mask"],', ""),
+    Mutation("slow forward drops attention_mask", ILORA, "attention_mask=mask[pick, :width],", ""),
+    Mutation("slow states of a length group written to the wrong rows", ILORA,
+             "full[pick, :width] = h", "full[:len(h), :width] = h"),
     Mutation("CE forward drops attention_mask", "mcl/train/losses.py", 'attention_mask=batch["attention_mask"],', ""),
     Mutation("no-op adapter switch (slow forward runs the fast adapter)", ILORA,
              'active_adapter(self.ctx.peft, "slow")', 'active_adapter(self.ctx.peft, "fast")'),
     Mutation("no-op adapter switch in active_adapter", "mcl/train/methods/base.py",
-             "    peft_model.base_model.set_adapter(name)\n", "    pass\n"),
+             "            layer.set_adapter(name)\n", "            pass\n"),
     Mutation("warm-up counts updates, not optimizer steps", ILORA,
              "        self.steps += 1\n        if float", "        if float",
              (("lerp_states_(slow, fast, 1.0 - self.current_lambda())\n",

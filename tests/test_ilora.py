@@ -227,14 +227,17 @@ def test_every_forward_of_the_loss_gets_its_batch_attention_mask(setting):
         method.loss(batch, [1])
     finally:
         hook.remove()
-    assert len(seen) == 3  # current CE, replay CE + fast states, slow states
+    assert 3 <= len(seen) <= 4  # current CE, replay CE + fast states, slow states (in one or two length groups)
     for ids, mask in seen:
         assert mask is not None
         assert mask.shape == ids.shape
         assert bool((ids[mask == 0] == method.ctx.tokenizer.pad_token_id).all())  # it masks exactly the padding
         assert torch.equal(mask, mask.cummin(dim=1).values)  # right padding: ones, then zeros
     assert torch.equal(seen[0][1], batch["attention_mask"])
-    assert torch.equal(seen[1][1], seen[2][1]) and torch.equal(seen[1][0], seen[2][0])  # slow sees the replay batch
+    def rows(forwards):  # each row's unpadded ids
+        return sorted(tuple(i[m == 1].tolist()) for ids, mask in forwards for i, m in zip(ids, mask))
+
+    assert rows(seen[2:]) == rows(seen[1:2])  # the slow forward(s) see exactly the replay batch's rows
     assert not seen[1][1].all()  # the replay batch is padded too, and its mask says so
 
 

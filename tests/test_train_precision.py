@@ -13,6 +13,7 @@ from mcl.data.tokenize import Encoded, collate
 from mcl.models import enable_gradient_checkpointing
 from mcl.paths import Linear, lerp_states_
 from mcl.train.config import load_config
+from mcl.train.data import length_buckets
 from mcl.train.loop import train
 from mcl.train.losses import answer_ce, to_device
 from mcl.train.methods import METHODS, Context
@@ -139,6 +140,44 @@ def test_stacked_consistency_equals_the_per_layer_definition(setting, target):  
     for x, y in zip(g_fast, g_ref):
         if y is not None:
             torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-9)
+
+
+def test_length_buckets_split_only_when_it_saves_padding():
+    assert length_buckets([3, 10, 4, 10], 0.05) == [([0, 2], 4), ([1, 3], 10)]
+    assert length_buckets([9, 10, 10, 10], 0.05) == [([0, 1, 2, 3], 10)]  # saves 2.5% only
+    assert length_buckets([3, 10, 4, 10], 0.5) == [([0, 1, 2, 3], 10)]
+    assert length_buckets([7], 0.0) == [([0], 7)]
+
+
+def test_slow_states_in_length_groups_equal_one_padded_forward(setting):  # noqa: F811
+    """The slow forward may skip padding by length groups; each row's states at its positions do not change."""
+    method = _ilora(setting)
+    peft = method.ctx.peft
+    with torch.no_grad():
+        for p in lora_parameters(peft, "slow").values():
+            p.add_(torch.randn_like(p) * 0.1)  # the learners differ, so a wrong adapter would show
+    rows = [Encoded(list(range(1, n + 1)), [-100] * n) for n in (3, 12, 4, 12, 5)]
+    replay = to_device(collate(rows, pad=0), "cpu")
+    assert len(length_buckets(replay["lengths"], 0.05)) == 2
+    seen = []
+    hook = peft.get_base_model().model.register_forward_pre_hook(
+        lambda mod, args, kwargs: seen.append(kwargs["input_ids"].shape), with_kwargs=True)
+    try:
+        got = method.slow_states(replay)
+    finally:
+        hook.remove()
+    assert seen == [(3, 5), (2, 12)]
+    peft.base_model.set_adapter("slow")
+    with torch.no_grad():
+        ref = method._select(peft(input_ids=replay["input_ids"], attention_mask=replay["attention_mask"],
+                                  output_hidden_states=True).hidden_states)
+    peft.base_model.set_adapter("fast")
+    m = replay["attention_mask"].bool()
+    assert len(got) == len(ref) and all(g.shape == r.shape for g, r in zip(got, ref))
+    for g, r in zip(got, ref):
+        torch.testing.assert_close(g[m], r[m], rtol=1e-5, atol=1e-5)
+    assert all(p.requires_grad for p in lora_parameters(peft, "fast").values())
+    assert not any(p.requires_grad for p in lora_parameters(peft, "slow").values())
 
 
 def test_new_keys_at_their_defaults_keep_old_run_hashes(setting):  # noqa: F811

@@ -2,7 +2,7 @@
 
 The LM head runs only at positions whose next token is labelled (the union over the batch, via
 `logits_to_keep`), so the full-vocabulary logits of prompts and padding are never computed.
-`to_device` finds those positions on the CPU before the batch moves, so a GPU step never waits on the host.
+`to_device` finds those positions (and the non-padding ones) on the CPU before the batch moves, so a GPU step never waits on the host.
 """
 
 from __future__ import annotations
@@ -17,10 +17,16 @@ def label_positions(labels: torch.Tensor) -> torch.Tensor:
 
 
 def to_device(batch: dict, device: torch.device | str) -> dict:
-    """The batch's tensors on `device` (non-blocking), plus `keep` (label positions) computed before the move."""
+    """The batch's tensors on `device` (non-blocking), plus what is read from its masks before the move.
+
+    `keep` (label positions), `valid` (flat non-padding positions) and `lengths` (a list of row lengths).
+    """
     out = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
     if "labels" in batch and "keep" not in batch:
         out["keep"] = label_positions(batch["labels"]).to(device, non_blocking=True)
+    if "attention_mask" in batch and "valid" not in batch:  # non-padding positions (flat) and row lengths
+        out["valid"] = batch["attention_mask"].flatten().nonzero().squeeze(1).to(device, non_blocking=True)
+        out["lengths"] = batch["attention_mask"].sum(1).tolist()
     return out
 
 

@@ -137,18 +137,40 @@ class Method:
         """Restore from `state_dict()` output."""
 
 
+def _tuner_layers(peft_model) -> tuple[list[Any], list[torch.nn.Parameter]]:
+    """The model's PEFT tuner layers and their adapter tensors, cached on the model per set of adapters."""
+    key = tuple(peft_model.peft_config)
+    cached = peft_model.__dict__.get("_mcl_tuner_layers")
+    if cached is None or cached[0] != key:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        layers = [m for m in peft_model.modules() if isinstance(m, BaseTunerLayer)]
+        params = [p for n, p in peft_model.named_parameters() if "lora_" in n]
+        cached = peft_model.__dict__["_mcl_tuner_layers"] = (key, layers, params)
+    return cached[1], cached[2]
+
+
 @contextmanager
 def active_adapter(peft_model, name: str | list[str]) -> Iterator[None]:
-    """Temporarily make `name` the active adapter(s), keeping every requires_grad flag unchanged."""
-    grads = {n: p.requires_grad for n, p in peft_model.named_parameters()}
+    """Temporarily make `name` the active adapter(s), keeping every requires_grad flag unchanged.
+
+    Switches the cached tuner layers directly (no walk over the model's modules and parameters), so an
+    I-LoRA step can swap learners cheaply at any model size.
+    """
+    layers, params = _tuner_layers(peft_model)
+    grads = [p.requires_grad for p in params]
     before = peft_model.base_model.active_adapter
-    peft_model.base_model.set_adapter(name)
     try:
+        for layer in layers:
+            layer.set_adapter(name)
+        peft_model.base_model.active_adapter = name
         yield
     finally:
-        peft_model.base_model.set_adapter(before)
-        for n, p in peft_model.named_parameters():
-            p.requires_grad_(grads[n])
+        for layer in layers:
+            layer.set_adapter(before)
+        peft_model.base_model.active_adapter = before
+        for p, g in zip(params, grads):
+            p.requires_grad_(g)
 
 
 def copy_adapter(peft_model, src: str, dst: str) -> None:

@@ -10,8 +10,9 @@ code) or H_slow. The R matrix uses the slow learner (`inference`), the fast one 
 `snapshot_every: N` (opt-in) also saves both learners every N steps as PEFT dirs
 `tasks/<k>-<task>/snapshots/step-<s>/{fast,slow}/`, the trajectories a loss-plane figure draws.
 The step is lean: the slow update is one fused multi-tensor lerp over all LoRA tensors (`lerp_states_`,
-the factor-space Linear formula of mcl.paths) and the consistency loss is one reduction over the
-stacked layers, with no host sync.
+the factor-space Linear formula of mcl.paths), the slow forward skips padding by length groups
+(`slow_states`), and the consistency loss is one reduction over the non-padding positions of all
+selected layers, gathered at once, with no host sync.
 See shared/ILORA.md for the spec and the released code's defects this file avoids.
 """
 
@@ -23,6 +24,7 @@ from mcl.adapters import add_lora, lora_parameters, save_adapter
 from mcl.data.tokenize import text_meta
 from mcl.errors import MclError
 from mcl.paths import lerp_states_
+from mcl.train.data import length_buckets
 from mcl.train.losses import answer_ce
 from mcl.train.methods.base import active_adapter, copy_adapter, freeze_adapter, register
 from mcl.train.methods.er import ER
@@ -141,18 +143,49 @@ class ILoRA(ER):
             return [layers[-1]]
         return [layers[int(i)] for i in choice]
 
-    def consistency(self, h_fast: list[torch.Tensor], h_slow: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+    def consistency(self, h_fast: list[torch.Tensor], h_slow: list[torch.Tensor], mask: torch.Tensor,
+                    valid: torch.Tensor | None = None) -> torch.Tensor:
         """Mean squared error between fast states and Z over non-padding positions of the selected layers.
 
-        All layers at once: d = H_fast − H_slow stacked; with Z = max(H_fast, H_slow), H_fast − Z = min(d, 0)
-        (same value and gradient, Z being a constant); with Z = H_slow it is d. One fp32 reduction, no host sync.
+        Only the non-padding positions (`valid`: flat indices into batch × length, found from `mask` when not
+        given) are gathered, every layer into one (layers · positions, hidden) block; with Z = max(H_fast, H_slow),
+        H_fast − Z = min(d, 0) for d = H_fast − H_slow (same value and gradient, Z being a constant); with
+        Z = H_slow it is d. One fp32 reduction, no host sync when `valid` comes with the batch.
         """
-        d = torch.stack(h_fast) - torch.stack(h_slow).detach()
+        if valid is None:
+            valid = mask.flatten().nonzero().squeeze(1)
+        fast = torch.cat([h.flatten(0, 1).index_select(0, valid) for h in h_fast])
+        slow = torch.cat([h.detach().flatten(0, 1).index_select(0, valid) for h in h_slow])
+        d = fast - slow
         if self.args["consistency_target"] == "max":
             d = d.clamp(max=0)
-        m = mask.to(d.dtype)[None, :, :, None]
-        count = mask.sum() * (d.shape[0] * d.shape[-1])
-        return (d * m).float().square().sum() / count.clamp(min=1)
+        return d.float().square().sum() / max(d.numel(), 1)
+
+    @torch.no_grad()
+    def slow_states(self, replay: dict) -> list[torch.Tensor]:
+        """The slow learner's selected hidden states on the replay batch, (batch, length, hidden) each.
+
+        On a CPU, where the forward is compute-bound, rows run in two length groups when that skips at least
+        5% of the padded positions (a GPU step is bound by kernel launches at small scale, so it splits only
+        at 25%); each row's states at its own positions are the same either way (right padding, causal model).
+        """
+        ids, mask = replay["input_ids"], replay["attention_mask"]
+        lengths = replay["lengths"] if "lengths" in replay else mask.sum(1).tolist()
+        groups = length_buckets(lengths, 0.05 if ids.device.type == "cpu" else 0.25)
+        states = None
+        with active_adapter(self.ctx.peft, "slow"):
+            for rows, width in groups:
+                pick = slice(None) if len(groups) == 1 else torch.tensor(rows, device=ids.device)
+                out = self.ctx.peft(input_ids=ids[pick, :width], attention_mask=mask[pick, :width],
+                                    output_hidden_states=True, logits_to_keep=1, use_cache=False)
+                hidden = self._select(out.hidden_states)
+                if len(groups) == 1:
+                    return hidden
+                if states is None:
+                    states = [h.new_zeros(ids.shape + h.shape[-1:]) for h in hidden]
+                for full, h in zip(states, hidden):
+                    full[pick, :width] = h
+        return states
 
     def loss(self, batch, task_ids):
         cur = answer_ce(self.ctx.model, batch)[:2]
@@ -163,11 +196,8 @@ class ILoRA(ER):
         loss = self.combine(cur, (s, n))
         gamma = float(self.args["consistency_weight"])
         if gamma:
-            with torch.no_grad(), active_adapter(self.ctx.peft, "slow"):
-                slow_out = self.ctx.peft(input_ids=replay["input_ids"], attention_mask=replay["attention_mask"],
-                                         output_hidden_states=True, logits_to_keep=1, use_cache=False)
-            term = self.consistency(self._select(out.hidden_states), self._select(slow_out.hidden_states),
-                                    replay["attention_mask"])
+            term = self.consistency(self._select(out.hidden_states), self.slow_states(replay),
+                                    replay["attention_mask"], replay.get("valid"))
             self.terms["consistency"] = term.detach()
             loss = loss + gamma * term
         return loss
