@@ -19,6 +19,7 @@ import yaml
 
 from mcl.adapters import read_adapter
 from mcl.analysis import evaluators, path_barriers, sweep
+from mcl.data import text_format
 from mcl.io import atomic_path, write_text_atomic
 from mcl.models import load_base
 from mcl.paths import Linear
@@ -49,11 +50,12 @@ def main() -> None:
     run_dir = Path(a.run_dir)
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     model, tok = load_base(cfg["model"])
+    text = text_format(cfg.get("text"))  # score in the text format the run trained with (e.g. a chat template)
     ckpts = checkpoints(run_dir, a.learner)
     frames, rows = [], []
     for k in range(min(len(ckpts) - 1, a.pairs or len(ckpts))):
         (old, da), (new, db) = ckpts[k], ckpts[k + 1]
-        tasks = evaluators(tok, [old, new], "eval", 50, cfg["train"]["max_len"], a.limit)
+        tasks = evaluators(tok, [old, new], "eval", 50, cfg["train"]["max_len"], a.limit, text)
         A, B = read_adapter(da), read_adapter(db)
         for space in a.spaces:
             frame = sweep(Linear(A, B, space=space), model, tasks, a.points, metric=True, progress=False)
@@ -77,8 +79,8 @@ def main() -> None:
     out = Path(a.out)
     with atomic_path(out.with_suffix(".csv"), suffix=".csv") as tmp:
         pd.concat(frames).to_csv(tmp, index=False)
-    md = ["# Linear paths between consecutive sequential minima", "", f"run: `{run_dir.name}`, {a.points} points, "
-          f"{a.limit} eval examples per task", "", table.round(4).to_markdown(index=False), ""]
+    md = ["# Linear paths between consecutive sequential minima", "", f"run: `{run_dir.name}` (model {cfg['model']}), "
+          f"{a.points} points, {a.limit} eval examples per task", "", table.round(4).to_markdown(index=False), ""]
     write_text_atomic(out.with_suffix(".md"), "\n".join(md))
     plot(pd.concat(frames), Path(a.figure))
 

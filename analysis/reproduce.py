@@ -1,31 +1,38 @@
 """`make reproduce [REPRO=quick|full]`: regenerate the README's tables and figures with the analysis/ scripts.
 
-`full` runs the published budgets (the 8-task, 3-seed methods table, the suite learnability table,
-the mode-connectivity table and figure, the I-LoRA sensitivity table) into results/ and figures/;
-runs are named by config hash, so finished ones are reused and interrupted ones resume. `quick`
-runs the same scripts at reduced budgets (stated in the output) into results/quick/ and
-figures/quick/, within about half an hour on 2 cores.
+`full` runs the published budgets into results/ and figures/: the 8-task methods table (EWC's λ
+chosen on seed 0 from a grid first), the per-seed paired I-LoRA − ER difference, the suite
+learnability table, the linear paths between consecutive minima, the I-LoRA loss plane with both
+trajectories, the λ × γ sensitivity heatmap, and the SmolLM2-135M-Instruct runs (4 tasks) with their
+linear paths. Runs are named by config hash, so finished ones are reused and interrupted ones
+resume. `quick` runs the same scripts at reduced budgets (stated in the output; SmolLM2 and the
+sensitivity grid are skipped) into results/quick/ and figures/quick/, in about half an hour on 2 cores.
     python analysis/reproduce.py [--mode quick|full] [--jobs 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from common import ROOT, train_run
 
 SEQ_CONFIG = "configs/tiny-suite-seq.yaml"
+SMOL_CONFIG = "configs/smollm2-subset.yaml"
+ILORA = "ilora:ema_lambda=0.9"  # the README's rule at 100 steps per task: lag 1/(1-λ) = 10 steps
 
 
 @dataclass(frozen=True)
 class Budget:
     """What one mode runs."""
 
-    methods: tuple[str, ...]
+    methods: tuple[str, ...]  # cl_comparison method variants (EWC is added with its chosen λ)
+    ewc_lambdas: tuple[float, ...]  # seed-0 grid for EWC's λ; () = EWC left out
     seeds: tuple[int, ...]
     steps: int
     eval_examples: int
@@ -33,15 +40,21 @@ class Budget:
     mc_points: int
     mc_limit: int
     mc_pairs: int
-    sensitivity_tasks: str | None  # None: the sensitivity sweep is skipped
+    plane_steps: int  # steps per task of the tiny I-LoRA run with snapshots (3 tasks)
+    plane_grid: int
+    sensitivity_tasks: str | None  # None: the λ × γ grid is skipped
+    smol_steps: int | None  # None: the SmolLM2 runs are skipped
     out: str  # results (and figures) sub-folder: "" for the published files
 
 
 MODES = {
-    "full": Budget(("ilora", "agem", "er", "ewc", "olora", "seq", "one", "mtl"), (0, 1, 2), 100, 100, 200, 6, 50, 4,
-                   "fomc, meeting, arith", ""),
-    "quick": Budget(("seq", "er", "ilora", "one"), (0,), 20, 30, 20, 5, 30, 2, None, "quick"),
+    "full": Budget(("seq", "er", ILORA, f"{ILORA},consistency_weight=0.1", f"{ILORA},consistency_target=slow",
+                    "ilora-released", "agem", "olora", "one", "mtl"), (100.0, 1000.0, 10000.0, 100000.0), (0, 1, 2),
+                   100, 100, 200, 6, 50, 4, 100, 9, "fomc, meeting, arith", 30, ""),
+    "quick": Budget(("seq", "er", ILORA, "one"), (), (0,), 20, 30, 20, 5, 30, 2, 20, 5, None, None, "quick"),
 }
+SMOL_METHODS = {"seq": "{}", "ilora": "{ema_lambda: 0.67, consistency_weight: 1.0, buffer_size: 200, snapshot_every: 10}",
+                "er": "{buffer_size: 200}", "one": "{}"}  # λ 0.67: lag 3 steps = 10% of 30 steps per task
 
 
 def _run(script: str, *args: str) -> None:
@@ -52,11 +65,39 @@ def _run(script: str, *args: str) -> None:
 
 def _run_dir(method: str, seed: int, b: Budget, steps: int | None = None) -> str:
     """The run of one method and seed at the mode's budget (reused by hash when already trained)."""
-    over = [f"method={method}", f"train.seed={seed}", f"train.steps_per_task={steps or b.steps}",
-            f"eval.max_examples={b.eval_examples}"]
-    if method in ("er", "agem", "ilora", "ilora-released"):
-        over.append("method_args={buffer_size: 200}")
-    return train_run(SEQ_CONFIG, over)
+    from cl_comparison import overrides
+
+    return train_run(SEQ_CONFIG, overrides(method, seed, steps or b.steps, b.eval_examples, 200))
+
+
+def _ewc_choice(b: Budget, results: Path) -> str:
+    """Run EWC's λ grid on seed 0 and return the variant with the best OP (the grid and choice are printed and kept)."""
+    specs = [f"ewc:ewc_lambda={lam:g}" for lam in b.ewc_lambdas]
+    _run("cl_comparison.py", "--methods", *specs, "--seeds", "0", "--steps", str(b.steps),
+         "--eval-examples", str(b.eval_examples), "--out", str(results / "ewc_lambda"))
+    ops = {}
+    for spec in specs:
+        run = _run_dir(spec, 0, b)
+        ops[spec] = json.loads((Path(run) / "metrics" / "summary.json").read_text())["score"]["OP"]
+    best = max(ops, key=ops.get)
+    (results / "ewc_lambda" / "choice.json").write_text(json.dumps({"seed": 0, "OP": ops, "chosen": best}, indent=1))
+    print(f"EWC λ grid on seed 0 (OP): {ops}; chosen {best}", flush=True)
+    return best
+
+
+def _smollm2(b: Budget, results: Path, figures: Path) -> None:
+    """SmolLM2-135M-Instruct: seq, I-LoRA, ER, one on 4 tasks; linear paths between consecutive seq minima."""
+    common = [f"train.steps_per_task={b.smol_steps}", "eval.max_examples=30", "train.seed=0"]
+    runs = {m: train_run(SMOL_CONFIG, [f"method={m}", f"method_args={args}", *common]) for m, args in SMOL_METHODS.items()}
+    subprocess.run([sys.executable, "-m", "mcl.cli.main", "report", *runs.values(), "--out", str(results / "smollm2")],
+                   check=True, cwd=ROOT)
+    from cl_comparison import keep_runs
+
+    keep_runs([(m, 0) for m in runs], list(runs.values()), results / "smollm2")
+    _run("mode_connectivity.py", runs["seq"], "--points", "7", "--limit", "30", "--out",
+         str(results / "smollm2" / "mode_connectivity"), "--figure", str(figures / "smollm2_mode_connectivity.png"))
+    _run("ilora_plane.py", runs["ilora"], "--grid", "7", "--limit", "30", "--out", str(results / "smollm2" / "ilora_plane"),
+         "--figure", str(figures / "smollm2_ilora_plane.png"))
 
 
 def main() -> None:
@@ -68,23 +109,34 @@ def main() -> None:
     b = MODES[a.mode]
     results = ROOT / "results" / b.out
     figures = ROOT / "figures" / b.out
-    print(f"REPRO={a.mode}: methods {' '.join(b.methods)}, seeds {list(b.seeds)}, {b.steps} steps x 16 per task, "
-          f"{b.eval_examples} eval examples per task; mode connectivity: seq at {b.mc_steps} steps, {b.mc_pairs} pairs, "
-          f"{b.mc_points} points, {b.mc_limit} examples; sensitivity: {b.sensitivity_tasks or 'skipped'}; outputs in {results}, {figures}",
+    print(f"REPRO={a.mode}: methods {' '.join(b.methods)}{' + ewc (λ from ' + str(list(b.ewc_lambdas)) + ')' if b.ewc_lambdas else ''}, "
+          f"seeds {list(b.seeds)}, {b.steps} steps x 16 per task, {b.eval_examples} eval examples per task; "
+          f"mode connectivity: seq at {b.mc_steps} steps, {b.mc_pairs} pairs, {b.mc_points} points, {b.mc_limit} examples; "
+          f"I-LoRA plane: {b.plane_steps} steps, grid {b.plane_grid}; sensitivity: {b.sensitivity_tasks or 'skipped'}; "
+          f"SmolLM2: {f'{b.smol_steps} steps per task' if b.smol_steps else 'skipped'}; outputs in {results}, {figures}",
           flush=True)
     if a.mode == "quick":
         print("quick budgets are far below the published ones: numbers check the pipeline, not the claims", flush=True)
     t0 = time.time()
-    _run("cl_comparison.py", "--methods", *b.methods, "--seeds", *map(str, b.seeds), "--steps", str(b.steps),
-         "--eval-examples", str(b.eval_examples), "--jobs", str(a.jobs), "--out", str(results / "cl_comparison"))
+    methods = list(b.methods) + ([_ewc_choice(b, results)] if b.ewc_lambdas else [])
+    _run("cl_comparison.py", "--methods", *methods, "--seeds", *map(str, b.seeds), "--steps", str(b.steps),
+         "--eval-examples", str(b.eval_examples), "--jobs", str(a.jobs), "--pair", ILORA, "er",
+         "--out", str(results / "cl_comparison"))
     _run("suite_learnability.py", *[_run_dir("one", s, b) for s in b.seeds],
          "--out", str(results / "suite_learnability.md"))
     _run("mode_connectivity.py", _run_dir("seq", b.seeds[0], b, b.mc_steps), "--points", str(b.mc_points),
          "--limit", str(b.mc_limit), "--pairs", str(b.mc_pairs), "--out", str(results / "mode_connectivity"),
          "--figure", str(figures / "mode_connectivity.png"))
+    _run("ilora_plane.py", "--steps", str(b.plane_steps), "--grid", str(b.plane_grid), "--out",
+         str(results / "ilora_plane"), "--figure", str(figures / "ilora_plane.png"))
     if b.sensitivity_tasks:
-        _run("ilora_sensitivity.py", "--tasks", b.sensitivity_tasks, "--seeds", *map(str, b.seeds[:1]),
-             "--steps", str(b.steps), "--jobs", str(a.jobs), "--out", str(results / "ilora_sensitivity"))
+        _run("ilora_sensitivity.py", "--tasks", b.sensitivity_tasks, "--seeds", *map(str, b.seeds[:1]), "--grid", "lxg",
+             "--steps", str(b.steps), "--jobs", str(a.jobs), "--out", str(results / "ilora_sensitivity"),
+             "--figure", str(figures / "ilora_lambda_gamma.png"))
+    if b.smol_steps:
+        _smollm2(b, results, figures)
+    if not b.out:
+        _run("claims.py")
     print(f"REPRO={a.mode} done in {(time.time() - t0) / 60:.1f} min: tables in {results}, figures in {figures}")
 
 

@@ -11,9 +11,9 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from mcl.adapters import read_adapter
+from mcl.adapters import AdapterState, read_adapter
 from mcl.analysis import (PointCache, barrier_matrix, evaluators, path_barriers, plane, plot_barrier_matrix, plot_path,
-                          plot_plane, sweep)
+                          plot_plane, project, sweep)
 from mcl.data.load import load_task
 from mcl.paths import Bezier, Linear, get_space
 
@@ -171,6 +171,36 @@ def test_plane_grid_points_are_the_gram_schmidt_plane(setting, tmp_path):
     np.testing.assert_allclose(ends, [pl.anchors["a"], pl.anchors["b"]], atol=1e-6)
     plot_plane(pl, tmp_path / "p.png", tmp_path / "p.html")
     assert (tmp_path / "p.png").stat().st_size > 1000 and (tmp_path / "p.html").stat().st_size > 1000
+
+
+def test_trajectories_project_onto_the_plane_with_their_distance_from_it(setting, tmp_path):
+    a, b, c = setting["adapters"]
+    space = get_space("factors")
+    mid = space.combine([a, b, c], [0.25, 0.5, 0.25])  # on the plane
+    keys = sorted(a.tensors)
+    off = AdapterState(dict(a.config), {k: t.clone() for k, t in mid.tensors.items()})
+    flat = {n: torch.cat([s.tensors[k].flatten() for k in keys]).double() for n, s in zip("abc", (a, b, c))}
+    basis_q, _ = torch.linalg.qr(torch.stack([flat["b"] - flat["a"], flat["c"] - flat["a"]], 1))
+    normal = torch.randn_like(flat["a"])
+    normal -= basis_q @ (basis_q.T @ normal)
+    normal = 0.3 * normal / normal.norm()  # a step of length 0.3 out of the plane
+    pos = 0
+    for k in keys:
+        n = off.tensors[k].numel()
+        off.tensors[k] += normal[pos:pos + n].view_as(off.tensors[k]).to(off.tensors[k].dtype)
+        pos += n
+    got = project([a, b, c, mid, off], a, b, c, space, steps=[0, 1, 2, 3, 4])
+    pl = plane(a, b, c, base(setting["root"]), evaluators(setting["tok"], setting["tasks"][:1]), grid=2, cache=False,
+               progress=False, trajectories={"learner": ([3, 4], [mid, off])})
+    anchors = np.array([pl.anchors[n] for n in "abc"])
+    np.testing.assert_allclose(got[["x", "y"]].to_numpy()[:3], anchors, atol=1e-5)
+    np.testing.assert_allclose(got[["x", "y"]].to_numpy()[3], 0.25 * anchors[0] + 0.5 * anchors[1] + 0.25 * anchors[2],
+                               atol=1e-5)
+    np.testing.assert_allclose(got[["x", "y"]].to_numpy()[4], got[["x", "y"]].to_numpy()[3], atol=1e-4)
+    np.testing.assert_allclose(got["off_plane"].to_numpy(), [0, 0, 0, 0, 0.3], atol=2e-3)
+    assert list(pl.trajectories["learner"]["step"]) == [3, 4]
+    fig = plot_plane(pl, tmp_path / "p.png", tmp_path / "p.html")
+    assert fig.axes[0].get_legend() is not None and "learner" in (tmp_path / "p.html").read_text()
 
 
 def test_plot_path_writes_png_and_html(setting, tmp_path):

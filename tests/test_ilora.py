@@ -346,6 +346,19 @@ def test_snapshots_every_n_steps_trace_fast_and_slow(setting, tmp_path):
         assert last["fast"].meta["step"] == 4 and last["fast"].meta["task"] == name
         assert final.meta["text"] == last["slow"].meta["text"] == {"separator": " ", "chat_template": False, "bos": "auto"}
     assert json.loads((run_dir / "method.json").read_text())["args"]["snapshot_every"] == 2
+    from mcl.cli.main import main  # the loss plane through fast(0), fast(1), slow(1) with task 1's trajectories
+
+    tasks = run_dir / "tasks"
+    out = tmp_path / "plane"
+    assert main(["plane", str(tasks / "0-first" / "fast"), str(tasks / "1-last" / "fast"), str(tasks / "1-last" / "slow"),
+                 "--snapshots", str(tasks / "1-last"), "--grid", "2", "--quiet", "--no-cache", "--out", str(out)]) == 0
+    info = json.loads((out / "plane.json").read_text())
+    assert set(info["trajectories"]) == {"fast", "slow"} and info["trajectories"]["slow"]["step"] == [2, 4]
+    end = info["trajectories"]["slow"]
+    assert (end["x"][-1], end["y"][-1]) == pytest.approx(tuple(info["anchors"]["c"]), abs=1e-4)  # the final slow is c
+    assert abs(end["off_plane"][-1]) < 1e-3
+    assert main(["plane", str(tasks / "0-first" / "fast"), str(tasks / "1-last" / "fast"), str(tasks / "1-last" / "slow"),
+                 "--snapshots", str(tasks / "0-first" / "fast"), "--grid", "2", "--quiet", "--out", str(tmp_path / "x")]) == 2
 
 
 def test_snapshots_off_by_default_and_not_pinned(setting, tmp_path):

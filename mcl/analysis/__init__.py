@@ -5,7 +5,8 @@
 - `bootstrap`: `bootstrap_barriers(frames)` — percentile intervals over eval examples (and runs)
 - `barriers`: the barrier metric registry `BARRIER_METRICS` and `barriers(t, values, higher_is_better)`
 - `matrix`: `barrier_matrix(checkpoints, model, tasks)` over all pairs
-- `plane`: `plane(a, b, c, model, tasks)` — loss over the plane through three adapters
+- `plane`: `plane(a, b, c, model, tasks, trajectories=...)` — loss over the plane through three adapters;
+  `project`, `snapshot_trajectories` place training trajectories (I-LoRA snapshots) on it
 - `cache`: `PointCache`, the on-disk store of evaluated points
 - `plots`: `plot_path`, `plot_barrier_matrix`, `plot_plane` (PNG + HTML; matplotlib and plotly load on first use)
 - `objective`: `TaskObjective`, the train-split loss a curve fit minimises
@@ -17,14 +18,14 @@ from mcl.analysis.bootstrap import Bootstrap, bootstrap_barriers
 from mcl.analysis.cache import PointCache, model_fingerprint
 from mcl.analysis.matrix import BarrierMatrix, barrier_matrix
 from mcl.analysis.objective import TaskObjective
-from mcl.analysis.plane import Plane, plane
+from mcl.analysis.plane import Plane, plane, project, snapshot_trajectories
 from mcl.analysis.sweep import evaluate_points, evaluators, path_barriers, sweep, t_grid
 
 __all__ = [
     "AdaptiveSearch", "BARRIER_METRICS", "BarrierMatrix", "BarrierMetric", "Bootstrap", "Plane", "PointCache",
     "TaskObjective", "adaptive_sweep", "barrier_matrix", "barriers", "bootstrap_barriers", "evaluate_points",
     "evaluators", "model_fingerprint", "path_barriers", "plane", "plot_barrier_matrix", "plot_path", "plot_plane",
-    "refine_peak", "sweep", "t_grid",
+    "project", "refine_peak", "snapshot_trajectories", "sweep", "t_grid",
 ]
 
 

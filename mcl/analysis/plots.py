@@ -150,9 +150,13 @@ def plot_barrier_matrix(bm: BarrierMatrix, png: PathLike | None = None, html: Pa
     return static
 
 
+TRAJECTORY_COLORS = ("#ff7f0e", "#00bfff", "#ff00ff", "#ffd700")  # orange, sky blue, magenta, gold
+
+
 def plot_plane(pl: Plane, png: PathLike | None = None, html: PathLike | None = None, measure: str = "loss",
                plotlyjs: Any = "directory") -> Figure | None:
-    """Contours of a measure over the plane, one panel per task, with a, b, c and the drawn path; returns the Figure."""
+    """Contours of a measure over the plane, one panel per task, with a, b, c, the drawn path and any
+    trajectories; returns the Figure."""
     tasks = list(dict.fromkeys(pl.frame["task"]))
     rows, cols = _grid_shape(len(tasks))
     grids = {t: pl.frame[pl.frame.task == t].pivot_table(index="y", columns="x", values=measure) for t in tasks}
@@ -166,6 +170,11 @@ def plot_plane(pl: Plane, png: PathLike | None = None, html: PathLike | None = N
             fig.colorbar(cs, ax=ax, fraction=0.046)
             if pl.curve is not None:
                 ax.plot(pl.curve["x"], pl.curve["y"], color="white", lw=1.5)
+            for j, (name, t) in enumerate(pl.trajectories.items()):
+                ax.plot(t["x"], t["y"], "-o", color=TRAJECTORY_COLORS[j % len(TRAJECTORY_COLORS)], ms=3, lw=1.2,
+                        label=name)
+            if pl.trajectories and k == 0:
+                ax.legend(fontsize=7, loc="best")
             for name, (x, y) in pl.anchors.items():
                 ax.plot(x, y, "o", color="white", mec="black")
                 ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), color="white")
@@ -184,6 +193,10 @@ def plot_plane(pl: Plane, png: PathLike | None = None, html: PathLike | None = N
             if pl.curve is not None:
                 fig.add_trace(go.Scatter(x=pl.curve["x"], y=pl.curve["y"], mode="lines", line={"color": "white"},
                                          name="path", showlegend=False), row=r, col=c)
+            for j, (name, t) in enumerate(pl.trajectories.items()):
+                fig.add_trace(go.Scatter(x=t["x"], y=t["y"], mode="lines+markers", name=name, text=t["step"],
+                                         line={"color": TRAJECTORY_COLORS[j % len(TRAJECTORY_COLORS)]},
+                                         showlegend=k == 0), row=r, col=c)
             xs, ys = zip(*pl.anchors.values())
             fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers+text", text=list(pl.anchors), textposition="top right",
                                      marker={"color": "white", "line": {"color": "black", "width": 1}},

@@ -1,6 +1,8 @@
 """`mcl plane A B C --out DIR`: loss over the plane through three adapters, with a path drawn on it.
 
-Writes DIR/plane.csv (one row per grid point and task), plane.png, plane.html and plane.json (last).
+Writes DIR/plane.csv (one row per grid point and task), plane.png, plane.html and plane.json (last);
+with `--snapshots TASK_DIR` (an I-LoRA task dir trained with `snapshot_every`) also the fast and slow
+learners' trajectories, drawn on the plane and written to trajectories.csv.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from mcl.errors import MclError
 
 def _plane(args: argparse.Namespace) -> int:
     from mcl.adapters import read_adapter
-    from mcl.analysis import plane, plot_plane
+    from mcl.analysis import plane, plot_plane, snapshot_trajectories
     from mcl.io import write_json_atomic
     from mcl.paths import get_space, make_path
 
@@ -30,19 +32,27 @@ def _plane(args: argparse.Namespace) -> int:
     drawn = None
     if args.draw:
         drawn = make_path(args.draw, [a, b] if args.draw == "linear" else [a, c, b], space)
+    traj = snapshot_trajectories(args.snapshots) if args.snapshots else None
+    if traj:
+        space.validate([a, b, c, *(n for _, nodes in traj.values() for n in nodes)])
     model, _, tasks = load_model_and_tasks(args, [a, b, c])
     pl = plane(a, b, c, model, tasks, args.grid, args.margin, space, drawn, args.metric, cache_arg(args),
-               progress=not args.quiet)
+               progress=not args.quiet, trajectories=traj)
     summary = pl.frame.groupby("task")["loss"].agg(["min", "max"])
     print(f"plane through {args.a}, {args.b}, {args.c} ({space.name} space, {args.grid}x{args.grid} grid)")
     print(summary.to_string(float_format=lambda x: f"{x:.4f}"))
     out = start_outputs(Path(args.out), "plane.json")
     write_csv(pl.frame, out / "plane.csv")
+    if pl.trajectories:
+        import pandas as pd
+
+        write_csv(pd.concat([t.assign(learner=name) for name, t in pl.trajectories.items()]), out / "trajectories.csv")
     plot_plane(pl, out / "plane.png", out / "plane.html")
     write_json_atomic(out / "plane.json", {
         "a": args.a, "b": args.b, "c": args.c, "space": space.name, "grid": args.grid, "margin": args.margin,
         "anchors": pl.anchors, "drawn": args.draw, "split": args.split, "tasks": sorted(set(pl.frame.task)),
-        "curve": None if pl.curve is None else pl.curve.to_dict(orient="list"),
+        "curve": None if pl.curve is None else pl.curve.to_dict(orient="list"), "snapshots": args.snapshots,
+        "trajectories": {name: t.to_dict(orient="list") for name, t in pl.trajectories.items()},
     })
     print(f"wrote {out}/plane.json, plane.csv, plane.png, plane.html")
     return 0
@@ -59,6 +69,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grid", type=int, default=11, metavar="N", help="grid points per side (default 11)")
     p.add_argument("--margin", type=float, default=0.2, metavar="F",
                    help="extra room around the three points, as a fraction (default 0.2)")
+    p.add_argument("--snapshots", metavar="TASK_DIR",
+                   help="draw the fast and slow learners' snapshots of an I-LoRA task dir (method_args.snapshot_every)")
     choice_argument(p, "--draw", "paths", "draw a path on the plane (linear: A→B; the others through C)",
                     default_text="none")
     add_eval_arguments(p)

@@ -2,7 +2,7 @@
 
 The step's examples (every micro-batch of it) are added to the buffer *after* the optimizer step,
 so a replay batch never contains the batch being learned (the released I-LoRA code fills the buffer
-first; see ILORA.md). Under torchrun each process keeps its own buffer of the examples it trained on
+first). Under torchrun each process keeps its own buffer of the examples it trained on
 (a shard of the memory, with its own sampling seed), saved and restored per rank.
 """
 

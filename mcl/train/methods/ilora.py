@@ -13,7 +13,7 @@ The step is lean: the slow update is one fused multi-tensor lerp over all LoRA t
 the factor-space Linear formula of mcl.paths), the slow forward skips padding by length groups
 (`slow_states`), and the consistency loss is one reduction over the non-padding positions of all
 selected layers, gathered at once, with no host sync.
-See shared/ILORA.md for the spec and the released code's defects this file avoids.
+The README's "I-LoRA in mcl" section lists the released code's defects this file avoids, each pinned by a test.
 """
 
 from __future__ import annotations

@@ -1,0 +1,104 @@
+"""The README's Claims table: the paper's three claims at each scale, judged from the files in results/.
+
+- C1, consecutive minima are joined by low-loss paths: for each consecutive pair of sequential LoRA
+  checkpoints and each space, the larger of the old and the new task's loss barrier (max over the path
+  minus the straight chord, nats per answer token). Holds if every barrier is ≤ 0.1, partly if some are.
+- C2, interior points balance plasticity and stability: for each pair (factor space), the best mean
+  task metric of old and new task at an interior point against the better endpoint. Holds if an interior
+  point beats both endpoints by ≥ 0.02 in every pair, partly if in some, does not hold if in none.
+- C3, I-LoRA beats prior methods: OP of I-LoRA's slow learner against ER (per seed, paired) and the best
+  other continual method (mean over seeds; `one` and `mtl` are references, not competitors). Holds if
+  I-LoRA beats both on the mean and ER in every seed, partly if it beats one of them, else does not hold.
+Missing inputs are reported as not run. Writes results/claims.md.
+    python analysis/claims.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mcl.analysis import path_barriers
+from mcl.io import write_text_atomic
+
+ROOT = Path(__file__).resolve().parents[1]
+SCALES = {"tiny (5M, 8 tasks)": ROOT / "results", "SmolLM2-135M-Instruct (4 tasks)": ROOT / "results" / "smollm2"}
+REFERENCES = {"one", "mtl"}
+
+
+def _verdict(ok: list[bool]) -> str:
+    return "holds" if ok and all(ok) else "partly" if any(ok) else "does not hold"
+
+
+def c1_c2(points_csv: Path) -> tuple[str, str]:
+    """Verdicts with their numbers for C1 and C2 from a mode_connectivity points file."""
+    if not points_csv.is_file():
+        return "not run", "not run"
+    frame = pd.read_csv(points_csv)
+    c1, c2, ok1, ok2 = [], [], [], []
+    for (pair, space), g in frame.groupby(["pair", "space"], sort=False):
+        res = path_barriers(g)
+        worst = max(r["barrier"]["loss"]["max_minus_linear"] for r in res.values())
+        ok1.append(worst <= 0.1)
+        c1.append(f"{pair} ({space}) {worst:.2f}")
+        if space == "factors":
+            old, new = (next(t for t, r in g.groupby("task") if r["role"].iloc[0] == role) for role in ("old", "new"))
+            mean = np.mean([res[old]["metric"], res[new]["metric"]], axis=0)
+            gain = float(mean[1:-1].max() - max(mean[0], mean[-1])) if len(mean) > 2 else float("nan")
+            ok2.append(gain >= 0.02)
+            c2.append(f"{pair} {gain:+.2f} (t={res[old]['t'][1 + int(np.argmax(mean[1:-1]))]:.1f})")
+    return (f"**{_verdict(ok1)}**: worst loss barrier per pair (nats/token) {'; '.join(c1)}",
+            f"**{_verdict(ok2)}**: best interior mean metric minus best endpoint {'; '.join(c2)}")
+
+
+def _summaries(results: Path) -> pd.DataFrame:
+    """OP of every kept run (results/<...>/runs/<variant>-seed<s>/summary.json): columns variant, seed, OP."""
+    rows = []
+    for f in sorted(results.glob("*/runs/*/summary.json")) + sorted(results.glob("runs/*/summary.json")):
+        variant, _, seed = f.parent.name.rpartition("-seed")
+        rows.append({"variant": variant, "seed": int(seed), "OP": json.loads(f.read_text())["score"]["OP"]})
+    return pd.DataFrame(rows, columns=["variant", "seed", "OP"])
+
+
+def c3(results: Path, ilora: str) -> str:
+    """Verdict with numbers for C3 from the kept run summaries of one scale."""
+    ops = _summaries(results).drop_duplicates(["variant", "seed"])
+    mine = ops[ops.variant == ilora].set_index("seed")["OP"]
+    er = ops[ops.variant.str.startswith("er")].groupby("seed")["OP"].first()
+    seeds = sorted(set(mine.index) & set(er.index))
+    if not seeds:
+        return "not run"
+    diff = [float(mine[s] - er[s]) for s in seeds]
+    others = ops[~ops.variant.isin(REFERENCES | {ilora}) & ~ops.variant.str.startswith("ilora")]
+    means = others.groupby("variant")["OP"].mean()
+    best = means.idxmax() if len(means) else None
+    beats_er = np.mean(diff) > 0 and all(d > 0 for d in diff)
+    beats_best = best is not None and mine.mean() > means[best]
+    verdict = "holds" if beats_er and beats_best else "partly" if beats_er or beats_best else "does not hold"
+    text = (f"**{verdict}**: OP {mine.mean():.3f} (slow learner, {len(mine)} seed{'s' * (len(mine) > 1)}); "
+            f"I-LoRA − ER per seed {', '.join(f'{d:+.3f}' for d in diff)} (mean {np.mean(diff):+.3f})")
+    return text + (f"; best other method {best} {means[best]:.3f}" if best is not None else "")
+
+
+def main() -> None:
+    """Judge every claim at every scale and write results/claims.md."""
+    lines = ["| claim | " + " | ".join(SCALES) + " |", "|---|" + "---|" * len(SCALES)]
+    cells = {}
+    for scale, results in SCALES.items():
+        c1, c2 = c1_c2(results / "mode_connectivity.csv")
+        cells[scale] = (c1, c2, c3(results / ("cl_comparison" if scale.startswith("tiny") else ""),
+                                   "ilora_ema_lambda0.9" if scale.startswith("tiny") else "ilora"))
+    names = ["C1: consecutive minima are joined by low-loss paths", "C2: interior points balance plasticity and stability",
+             "C3: I-LoRA beats prior methods"]
+    for k, name in enumerate(names):
+        lines.append(f"| {name} | " + " | ".join(cells[s][k] for s in SCALES) + " |")
+    text = "\n".join(["# The paper's claims at two scales", "", *lines, ""])
+    write_text_atomic(ROOT / "results" / "claims.md", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
