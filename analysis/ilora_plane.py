@@ -48,7 +48,7 @@ def main() -> None:
     names = [d.name.split("-", 1)[1] for d in (prev, cur)]
     tasks = evaluators(tok, names, "eval", 50, cfg["train"]["max_len"], a.limit, text_format(cfg.get("text")))
     pl = plane(*anchors, model, tasks, grid=a.grid, space="factors", progress=False,
-               trajectories=snapshot_trajectories(cur))
+               trajectories=snapshot_trajectories(cur, start=prev))
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     traj = pd.concat([t.assign(learner=name) for name, t in pl.trajectories.items()])

@@ -351,9 +351,12 @@ def test_snapshots_every_n_steps_trace_fast_and_slow(setting, tmp_path):
     tasks = run_dir / "tasks"
     out = tmp_path / "plane"
     assert main(["plane", str(tasks / "0-first" / "fast"), str(tasks / "1-last" / "fast"), str(tasks / "1-last" / "slow"),
-                 "--snapshots", str(tasks / "1-last"), "--grid", "2", "--quiet", "--no-cache", "--out", str(out)]) == 0
+                 "--snapshots", str(tasks / "1-last"), "--snapshots-start", str(tasks / "0-first"), "--grid", "2",
+                 "--quiet", "--no-cache", "--out", str(out)]) == 0
     info = json.loads((out / "plane.json").read_text())
-    assert set(info["trajectories"]) == {"fast", "slow"} and info["trajectories"]["slow"]["step"] == [2, 4]
+    assert set(info["trajectories"]) == {"fast", "slow"} and info["trajectories"]["slow"]["step"] == [0, 2, 4]
+    fast = info["trajectories"]["fast"]
+    assert (fast["x"][0], fast["y"][0]) == pytest.approx(tuple(info["anchors"]["a"]), abs=1e-4)  # fast starts at a
     end = info["trajectories"]["slow"]
     assert (end["x"][-1], end["y"][-1]) == pytest.approx(tuple(info["anchors"]["c"]), abs=1e-4)  # the final slow is c
     assert abs(end["off_plane"][-1]) < 1e-3

@@ -103,8 +103,12 @@ def project(nodes: Sequence[AdapterState], a: AdapterState, b: AdapterState, c: 
     return pd.DataFrame(rows, columns=["step", "x", "y", "off_plane"])
 
 
-def snapshot_trajectories(task_dir: str | Path) -> dict[str, tuple[list[int], list[AdapterState]]]:
-    """I-LoRA's snapshots of one task dir (`snapshots/step-<s>/{fast,slow}`): learner -> (steps, adapters)."""
+def snapshot_trajectories(task_dir: str | Path, start: str | Path | None = None
+                          ) -> dict[str, tuple[list[int], list[AdapterState]]]:
+    """I-LoRA's snapshots of one task dir (`snapshots/step-<s>/{fast,slow}`): learner -> (steps, adapters).
+
+    `start` (the previous task's dir) adds where both learners began the task, as step 0.
+    """
     from mcl.adapters import read_adapter
 
     root = Path(task_dir) / "snapshots"
@@ -115,7 +119,9 @@ def snapshot_trajectories(task_dir: str | Path) -> dict[str, tuple[list[int], li
     for learner in ("fast", "slow"):
         dirs = [d for d in steps if (d / learner).is_dir()]
         if dirs:
-            out[learner] = ([int(d.name[5:]) for d in dirs], [read_adapter(d / learner) for d in dirs])
+            first = [(0, read_adapter(Path(start) / learner))] if start is not None else []
+            out[learner] = ([s for s, _ in first] + [int(d.name[5:]) for d in dirs],
+                            [n for _, n in first] + [read_adapter(d / learner) for d in dirs])
     return out
 
 

@@ -32,7 +32,7 @@ def _plane(args: argparse.Namespace) -> int:
     drawn = None
     if args.draw:
         drawn = make_path(args.draw, [a, b] if args.draw == "linear" else [a, c, b], space)
-    traj = snapshot_trajectories(args.snapshots) if args.snapshots else None
+    traj = snapshot_trajectories(args.snapshots, args.snapshots_start) if args.snapshots else None
     if traj:
         space.validate([a, b, c, *(n for _, nodes in traj.values() for n in nodes)])
     model, _, tasks = load_model_and_tasks(args, [a, b, c])
@@ -71,6 +71,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="extra room around the three points, as a fraction (default 0.2)")
     p.add_argument("--snapshots", metavar="TASK_DIR",
                    help="draw the fast and slow learners' snapshots of an I-LoRA task dir (method_args.snapshot_every)")
+    p.add_argument("--snapshots-start", metavar="TASK_DIR",
+                   help="the previous task's dir: where both learners began, drawn as step 0")
     choice_argument(p, "--draw", "paths", "draw a path on the plane (linear: A→B; the others through C)",
                     default_text="none")
     add_eval_arguments(p)
