@@ -6,7 +6,7 @@ c = slow learner after task k. The fast and slow snapshots saved while task k tr
 loss of tasks k−1 and k is drawn over it. Without RUN_DIR it trains (or reuses, by hash) a tiny I-LoRA
 run on the suite's first three tasks with snapshots every 10 steps.
     python analysis/ilora_plane.py [RUN_DIR] [--task 1] [--grid 9] [--limit 50] [--steps 100]
-Writes OUT.csv (grid), OUT_trajectories.csv, OUT.md and the figure.
+Writes OUT.csv (grid), OUT_trajectories.csv, OUT.md, the figure, and the run's R matrices under OUT_run/.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from cl_comparison import keep_runs
 from common import ROOT, train_run
 from mcl.adapters import read_adapter
 from mcl.analysis import evaluators, plane, plot_plane, snapshot_trajectories, sweep
@@ -65,6 +66,7 @@ def main() -> None:
              "Trajectory snapshots (x, y, distance from the plane):", "",
              traj.round(4).to_markdown(index=False), ""]
     write_text_atomic(out.with_suffix(".md"), "\n".join(lines))
+    keep_runs([(f"ilora_plane-{cfg['model']}", 0)], [str(run_dir)], out.parent / f"{out.name}_run")  # its R, summary
     Path(a.figure).parent.mkdir(parents=True, exist_ok=True)
     plot_plane(pl, png=a.figure)
     print(f"wrote {out}.md/.csv, {a.figure}")
