@@ -8,7 +8,8 @@
   point beats both endpoints by ≥ 0.02 in every pair, partly if in some, does not hold if in none.
 - C3, I-LoRA beats prior methods: OP of I-LoRA's slow learner against ER (per seed, paired) and the best
   other continual method (mean over seeds; `one` and `mtl` are references, not competitors). Holds if
-  I-LoRA beats both on the mean and ER in every seed, partly if it beats one of them, else does not hold.
+  I-LoRA beats both on the mean and ER in every seed, partly if it beats one of them, else does not hold;
+  a verdict on one seed says so. Other I-LoRA variants in the results are listed beside it.
 Missing inputs are reported as not run. Writes results/claims.md.
     python analysis/claims.py
 """
@@ -58,6 +59,8 @@ def _summaries(results: Path) -> pd.DataFrame:
     """OP of every kept run (results/<...>/runs/<variant>-seed<s>/summary.json): columns variant, seed, OP."""
     rows = []
     for f in sorted(results.glob("*/runs/*/summary.json")) + sorted(results.glob("runs/*/summary.json")):
+        if f.parents[2].name.endswith("_run"):  # a figure's own run (e.g. ilora_plane_run), not a comparison
+            continue
         variant, _, seed = f.parent.name.rpartition("-seed")
         rows.append({"variant": variant, "seed": int(seed), "OP": json.loads(f.read_text())["score"]["OP"]})
     return pd.DataFrame(rows, columns=["variant", "seed", "OP"])
@@ -78,9 +81,15 @@ def c3(results: Path, ilora: str) -> str:
     beats_er = np.mean(diff) > 0 and all(d > 0 for d in diff)
     beats_best = best is not None and mine.mean() > means[best]
     verdict = "holds" if beats_er and beats_best else "partly" if beats_er or beats_best else "does not hold"
+    if len(seeds) == 1:
+        verdict += " on 1 seed (no spread: not a test)"
     text = (f"**{verdict}**: OP {mine.mean():.3f} (slow learner, {len(mine)} seed{'s' * (len(mine) > 1)}); "
             f"I-LoRA − ER per seed {', '.join(f'{d:+.3f}' for d in diff)} (mean {np.mean(diff):+.3f})")
-    return text + (f"; best other method {best} {means[best]:.3f}" if best is not None else "")
+    text += f"; best other method {best} {means[best]:.3f}" if best is not None else ""
+    variants = ops[ops.variant.str.startswith("ilora") & (ops.variant != ilora)].groupby("variant")["OP"]
+    for name, op in variants:
+        text += f"; variant {name}: OP {op.mean():.3f} ({op.count()} seed{'s' if op.count() > 1 else ''})"
+    return text
 
 
 def main() -> None:
