@@ -23,6 +23,7 @@ from mcl.io import atomic_path
 from mcl.models import load_base
 from mcl.paths import ALIGNERS, Linear, align
 from mcl.paths.lora_math import lora_terms
+from mcl.train import task_dirs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +43,7 @@ def main() -> None:
     p.add_argument("run_dir", type=Path)
     p.add_argument("--limit", type=int, default=50, help="eval examples per task")
     args = p.parse_args()
-    dirs = sorted((args.run_dir / "tasks").iterdir(), key=lambda d: int(d.name.split("-")[0]))
+    dirs = task_dirs(args.run_dir)
     states = [read_adapter(d) for d in dirs]
     model, tok = load_base(states[0].base_model)
     names = [s.meta["task"] for s in states]

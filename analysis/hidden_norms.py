@@ -21,6 +21,7 @@ from mcl.data import load_tasks, text_format
 from mcl.data.tokenize import collate
 from mcl.io import atomic_path
 from mcl.models import load_base, load_tokenizer
+from mcl.train import task_dirs
 from mcl.train.data import encode_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +46,7 @@ def main() -> None:
     rows = []
     for run in map(Path, a.runs):
         cfg = yaml.safe_load((run / "config.yaml").read_text())
-        names = [d.name.split("-", 1)[1] for d in sorted((run / "tasks").iterdir(), key=lambda d: int(d.name.split("-")[0]))]
+        names = [d.name.split("-", 1)[1] for d in task_dirs(run)]
         tok = load_tokenizer(cfg["model"])
         data = encode_tasks(load_tasks([names[0], names[min(3, len(names) - 1)]]), tok, cfg["train"]["max_len"],
                             text_format(cfg.get("text")))

@@ -25,6 +25,7 @@ from mcl.data import text_format
 from mcl.io import atomic_path, write_text_atomic
 from mcl.models import load_base
 from mcl.paths import Linear
+from mcl.train import task_dirs
 
 
 def main() -> None:
@@ -42,7 +43,7 @@ def main() -> None:
         "tasks=[stance, fomc, meeting]", f"train.steps_per_task={a.steps}", "eval.max_examples=50",
         "method_args={ema_lambda: 0.9, consistency_weight: 1.0, buffer_size: 200, snapshot_every: 10}"]))
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    dirs = sorted((d for d in (run_dir / "tasks").iterdir() if d.is_dir()), key=lambda d: int(d.name.split("-")[0]))
+    dirs = task_dirs(run_dir)
     prev, cur = dirs[a.task - 1], dirs[a.task]
     anchors = read_adapter(prev / "fast"), read_adapter(cur / "fast"), read_adapter(cur / "slow")
     model, tok = load_base(cfg["model"])

@@ -23,6 +23,7 @@ from mcl.data import text_format
 from mcl.io import atomic_path, write_text_atomic
 from mcl.models import load_base
 from mcl.paths import Linear
+from mcl.train import task_dirs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def checkpoints(run_dir: Path, learner: str | None) -> list[tuple[str, Path]]:
     """(task name, adapter dir) per phase, in order."""
     out = []
-    for d in sorted((run_dir / "tasks").iterdir(), key=lambda p: int(p.name.split("-")[0])):
+    for d in task_dirs(run_dir):
         out.append((d.name.split("-", 1)[1], d / learner if learner else d))
     return out
 

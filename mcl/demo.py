@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from mcl.cli.main import main as mcl
+from mcl.train.records import task_dirs
 
 OUT = Path("out/demo")
 METHODS = {"seq": [], "er": ["method=er", "method_args.buffer_size=200"], "ilora": []}
@@ -73,7 +74,7 @@ def main() -> None:
         runs[method] = _run_dir(_config(method), [*common, *extra])
     _run(["report", *map(str, runs.values()), "--out", str(OUT / "report")])
     print("\n== 3. mode connectivity between consecutive seq checkpoints")
-    tasks = sorted((runs["seq"] / "tasks").iterdir(), key=lambda p: int(p.name.split("-")[0]))
+    tasks = task_dirs(runs["seq"])
     for space in ("factors", "delta"):
         _run(["barrier", str(tasks[0]), str(tasks[1]), "--space", space, "--limit", examples,
               "--out", str(OUT / f"barrier-{space}")])

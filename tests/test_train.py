@@ -399,3 +399,12 @@ def test_torchrun_er_is_distributed_and_a_killed_run_resumes_bit_identical(setti
         assert torch.equal(state["method::buffer.ids"], load_file(killed / "state" / f"rank{rank}.safetensors")["method::buffer.ids"])
         buffers.append(state["method::buffer.ids"])
     assert not torch.equal(buffers[0], buffers[1])
+
+
+def test_task_dirs_are_in_task_order_and_skip_what_is_not_a_task(tmp_path):
+    from mcl.train import task_dirs
+
+    for name in ("10-k", "2-c", "0-a", "1-b", ".0-a.tmp"):
+        (tmp_path / "tasks" / name).mkdir(parents=True)
+    (tmp_path / "tasks" / "3-file").write_text("")
+    assert [d.name for d in task_dirs(tmp_path)] == ["0-a", "1-b", "2-c", "10-k"]

@@ -157,7 +157,7 @@ def test_slow_states_in_length_groups_equal_one_padded_forward(setting):  # noqa
         for p in lora_parameters(peft, "slow").values():
             p.add_(torch.randn_like(p) * 0.1)  # the learners differ, so a wrong adapter would show
     rows = [Encoded(list(range(1, n + 1)), [-100] * n) for n in (3, 12, 4, 12, 5)]
-    replay = to_device(collate(rows, pad=0), "cpu")
+    replay = to_device(collate(rows, pad=0), "cpu", positions=True)
     assert len(length_buckets(replay["lengths"], 0.05)) == 2
     seen = []
     hook = peft.get_base_model().model.register_forward_pre_hook(

@@ -21,7 +21,9 @@ from mcl.errors import MclError
 def checkpoint_dirs(paths: list[str], learner: str) -> list[Path]:
     """The run's per-task adapter dirs (sorted by task index), or the given dirs themselves."""
     if len(paths) == 1 and (Path(paths[0]) / "tasks").is_dir():
-        dirs = sorted((Path(paths[0]) / "tasks").iterdir(), key=lambda d: int(d.name.split("-", 1)[0]))
+        from mcl.train.records import task_dirs
+
+        dirs = task_dirs(paths[0])
         dirs = [d if (d / "adapter_config.json").is_file() else d / learner for d in dirs]
     else:
         dirs = [Path(p) for p in paths]

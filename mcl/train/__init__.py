@@ -1,7 +1,7 @@
 """Continual LoRA training: one loop, a registry of methods, per-task checkpoints and CL metrics.
 
 Public API: `load_config` / `RunConfig` (the run description `mcl train` reads), `train(cfg)` → run
-dir, `resolve_run_dir(cfg)`, `report(run_dirs, out_dir)`, `read_run` + `heatmap_figure` (R heatmaps),
+dir, `resolve_run_dir(cfg)`, `report(run_dirs, out_dir)`, `read_run` + `heatmap_figure` (R heatmaps), `task_dirs(run_dir)` (per-task checkpoints in order),
 and the method registry `METHODS`.
 They load on first use, so importing `mcl.train` stays cheap.
 """
@@ -14,7 +14,7 @@ from typing import Any
 _EXPORTS = {
     "RunConfig": "mcl.train.config", "load_config": "mcl.train.config", "train": "mcl.train.loop",
     "resolve_run_dir": "mcl.train.loop", "report": "mcl.train.report", "read_run": "mcl.train.report",
-    "heatmap_figure": "mcl.train.report", "METHODS": "mcl.train.methods",
+    "heatmap_figure": "mcl.train.report", "METHODS": "mcl.train.methods", "task_dirs": "mcl.train.records",
 }
 __all__ = sorted(_EXPORTS)
 

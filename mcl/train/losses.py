@@ -16,15 +16,16 @@ def label_positions(labels: torch.Tensor) -> torch.Tensor:
     return (labels[:, 1:] != -100).any(0).nonzero().squeeze(1)
 
 
-def to_device(batch: dict, device: torch.device | str) -> dict:
-    """The batch's tensors on `device` (non-blocking), plus what is read from its masks before the move.
+def to_device(batch: dict, device: torch.device | str, positions: bool = False) -> dict:
+    """The batch's tensors on `device` (non-blocking), plus `keep` (label positions) read before the move.
 
-    `keep` (label positions), `valid` (flat non-padding positions) and `lengths` (a list of row lengths).
+    `positions=True` also adds `valid` (flat non-padding positions) and `lengths` (row lengths, a list),
+    which I-LoRA's slow forward and consistency loss use on the replay batch.
     """
     out = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
     if "labels" in batch and "keep" not in batch:
         out["keep"] = label_positions(batch["labels"]).to(device, non_blocking=True)
-    if "attention_mask" in batch and "valid" not in batch:  # non-padding positions (flat) and row lengths
+    if positions and "valid" not in batch:
         out["valid"] = batch["attention_mask"].flatten().nonzero().squeeze(1).to(device, non_blocking=True)
         out["lengths"] = batch["attention_mask"].sum(1).tolist()
     return out

@@ -17,6 +17,12 @@ from mcl.io import atomic_path, write_text_atomic
 BASE_COLUMNS = ["phase", "step", "lr", "loss"]
 
 
+def task_dirs(run_dir: str | Path) -> list[Path]:
+    """A run's per-task checkpoint dirs `tasks/<k>-<task>/` in task order (k as a number: 10 follows 9)."""
+    dirs = [d for d in (Path(run_dir) / "tasks").iterdir() if d.is_dir() and d.name.split("-", 1)[0].isdigit()]
+    return sorted(dirs, key=lambda d: int(d.name.split("-", 1)[0]))
+
+
 class TrainLog:
     """`metrics/train_log.csv`, appended one row per step; a new column (e.g. replay starting) rewrites it once."""
 

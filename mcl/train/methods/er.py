@@ -30,6 +30,7 @@ class ER(Method):
     defaults = {"buffer_size": 500, "replay_weighting": "mean"}
     choices = {"replay_weighting": WEIGHTINGS}
     bounds = {"buffer_size": (1, math.inf)}
+    replay_positions = False  # replay batches carry `valid`/`lengths` (to_device) when a subclass needs them
 
     def __init__(self, ctx, **args):
         super().__init__(ctx, **args)
@@ -43,7 +44,7 @@ class ER(Method):
         if not (self.buffer.tasks() - set(task_ids)):
             return None
         batch = self.buffer.sample(size, self.ctx.tokenizer.pad_token_id)
-        return to_device(batch, self.ctx.accelerator.device)
+        return to_device(batch, self.ctx.accelerator.device, positions=self.replay_positions)
 
     def combine(self, cur: tuple, buf: tuple | None) -> torch.Tensor:
         """Mean of current and replay CE (released code), or CE pooled over all their tokens."""

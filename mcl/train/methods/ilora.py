@@ -53,6 +53,7 @@ class ILoRA(ER):
     }
     choices = {**ER.choices, "consistency_target": TARGETS, "inference": ("slow", "fast"), "space": ("factors",)}
     bounds = {**ER.bounds, "ema_lambda": (0.0, 1.0), "update_prob": (0.0, 1.0)}
+    replay_positions = True  # the slow forward's length groups and the consistency loss's gather
 
     @classmethod
     def check_args(cls, args):
