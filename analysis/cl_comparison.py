@@ -18,9 +18,10 @@ import json
 import shutil
 from pathlib import Path
 
-from common import ROOT, report, train_grid
+from common import ROOT, finished_run, report, train_grid
 
 METHODS = ["seq", "er", "ewc", "agem", "olora", "mtl", "one", "ilora", "ilora-released"]
+CONFIG = "configs/tiny-suite-seq.yaml"
 REPLAY = {"er", "agem", "ilora", "ilora-released"}
 KEPT = ("R.csv", "R_loss.csv", "R_fast.csv", "R_loss_fast.csv", "summary.json")
 
@@ -31,12 +32,13 @@ def parse_method(spec: str) -> tuple[str, dict[str, str]]:
     return name, dict(kv.split("=", 1) for kv in args.split(",") if kv)
 
 
-def overrides(spec: str, seed: int, steps: int, eval_examples: int, buffer: int) -> list[str]:
-    """`mcl train` overrides of one (method variant, seed)."""
+def overrides(spec: str, seed: int, steps: int, eval_examples: int, buffer: int, tasks: str | None = None) -> list[str]:
+    """`mcl train` overrides of one (method variant, seed); `tasks` (e.g. "stance, fomc") replaces the suite."""
     name, args = parse_method(spec)
     if name in REPLAY:
         args = {"buffer_size": str(buffer), **args}
     over = [f"method={name}", f"train.seed={seed}", f"train.steps_per_task={steps}", f"eval.max_examples={eval_examples}"]
+    over += [f"tasks=[{tasks}]"] if tasks else []
     return over + ([f"method_args={{{', '.join(f'{k}: {v}' for k, v in args.items())}}}"] if args else [])
 
 
@@ -79,13 +81,27 @@ def main() -> None:
     p.add_argument("--buffer", type=int, default=200)
     p.add_argument("--eval-examples", type=int, default=100)
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--tasks", help='a sub-stream instead of the 8 tasks, e.g. "stance, fomc, meeting"')
     p.add_argument("--pair", nargs=2, metavar=("A", "B"), help="methods for the per-seed paired difference A - B")
+    p.add_argument("--existing-only", action="store_true",
+                   help="train nothing: report the (method, seed) runs that have finished and list the missing ones")
     p.add_argument("--out", default=str(ROOT / "results" / "cl_comparison"))
     a = p.parse_args()
     grid = [(m, seed) for seed in a.seeds for m in a.methods]
-    runs = train_grid("configs/tiny-suite-seq.yaml",
-                      [overrides(m, s, a.steps, a.eval_examples, a.buffer) for m, s in grid], a.jobs)
+    over = [overrides(m, s, a.steps, a.eval_examples, a.buffer, a.tasks) for m, s in grid]
+    if a.existing_only:
+        found = [finished_run(CONFIG, o) for o in over]
+        missing = [f"{m} seed {s}" for (m, s), run in zip(grid, found) if run is None]
+        keep = [i for i, run in enumerate(found) if run]
+        if not keep:
+            raise SystemExit("no finished run in this grid")
+        grid, runs = [grid[i] for i in keep], [found[i] for i in keep]
+    else:
+        missing, runs = [], train_grid(CONFIG, over, a.jobs)
     out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "not_run.txt").write_text("".join(f"{m}\n" for m in missing))
+    print(f"not run ({len(missing)} of {len(missing) + len(runs)}): {', '.join(missing) or 'none'}")
     report(runs, str(out))
     keep_runs(grid, runs, out)
     if a.pair:

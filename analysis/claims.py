@@ -86,9 +86,12 @@ def c3(results: Path, ilora: str) -> str:
     text = (f"**{verdict}**: OP {mine.mean():.3f} (slow learner, {len(mine)} seed{'s' * (len(mine) > 1)}); "
             f"I-LoRA − ER per seed {', '.join(f'{d:+.3f}' for d in diff)} (mean {np.mean(diff):+.3f})")
     text += f"; best other method {best} {means[best]:.3f}" if best is not None else ""
-    variants = ops[ops.variant.str.startswith("ilora") & (ops.variant != ilora)].groupby("variant")["OP"]
-    for name, op in variants:
-        text += f"; variant {name}: OP {op.mean():.3f} ({op.count()} seed{'s' if op.count() > 1 else ''})"
+    variants = ops[ops.variant.str.startswith("ilora") & (ops.variant != ilora)].groupby("variant")
+    for name, g in variants:
+        op = g.set_index("seed")["OP"]
+        vs_er = [f"{op[s] - er[s]:+.3f}" for s in sorted(set(op.index) & set(er.index))]
+        text += (f"; variant {name}: OP {op.mean():.3f} ({op.count()} seed{'s' if op.count() > 1 else ''}"
+                 f"{', − ER per seed ' + ', '.join(vs_er) if vs_er else ''})")
     return text
 
 

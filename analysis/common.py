@@ -23,6 +23,15 @@ def train_run(config: str, overrides: list[str], threads: int = 1) -> str:
     return run_dir
 
 
+def finished_run(config: str, overrides: list[str]) -> str | None:
+    """The run dir of a config + overrides if that run has finished (its summary exists), else None; trains nothing."""
+    from mcl.train.config import load_config
+    from mcl.train.loop import resolve_run_dir
+
+    run_dir = ROOT / resolve_run_dir(load_config(str(ROOT / config), overrides))  # relative to the repo, as train_run runs
+    return str(run_dir) if (run_dir / "metrics" / "summary.json").exists() else None
+
+
 def train_grid(config: str, grid: list[list[str]], jobs: int = 2, threads: int = 1) -> list[str]:
     """Train every override list of `grid` (jobs at a time); run dirs in grid order."""
     with ThreadPoolExecutor(jobs) as pool:

@@ -24,6 +24,7 @@ from common import ROOT, train_run
 
 SEQ_CONFIG = "configs/tiny-suite-seq.yaml"
 SMOL_CONFIG = "configs/smollm2-subset.yaml"
+EWC_TASKS = "stance, fomc, meeting"  # EWC's λ is tuned on the stream's first 3 tasks (A-GEM's protocol), seed 0
 ILORA = "ilora:ema_lambda=0.9"  # the README's rule at 100 steps per task: lag 1/(1-λ) = 10 steps
 
 
@@ -63,25 +64,26 @@ def _run(script: str, *args: str) -> None:
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
-def _run_dir(method: str, seed: int, b: Budget, steps: int | None = None) -> str:
+def _run_dir(method: str, seed: int, b: Budget, steps: int | None = None, tasks: str | None = None) -> str:
     """The run of one method and seed at the mode's budget (reused by hash when already trained)."""
     from cl_comparison import overrides
 
-    return train_run(SEQ_CONFIG, overrides(method, seed, steps or b.steps, b.eval_examples, 200))
+    return train_run(SEQ_CONFIG, overrides(method, seed, steps or b.steps, b.eval_examples, 200, tasks))
 
 
 def _ewc_choice(b: Budget, results: Path) -> str:
-    """Run EWC's λ grid on seed 0 and return the variant with the best OP (the grid and choice are printed and kept)."""
+    """Run EWC's λ grid on seed 0, first 3 tasks; return the variant with the best OP (grid and choice printed, kept)."""
     specs = [f"ewc:ewc_lambda={lam:g}" for lam in b.ewc_lambdas]
-    _run("cl_comparison.py", "--methods", *specs, "--seeds", "0", "--steps", str(b.steps),
+    _run("cl_comparison.py", "--methods", *specs, "--seeds", "0", "--steps", str(b.steps), "--tasks", EWC_TASKS,
          "--eval-examples", str(b.eval_examples), "--out", str(results / "ewc_lambda"))
     ops = {}
     for spec in specs:
-        run = _run_dir(spec, 0, b)
+        run = _run_dir(spec, 0, b, tasks=EWC_TASKS)
         ops[spec] = json.loads((Path(run) / "metrics" / "summary.json").read_text())["score"]["OP"]
     best = max(ops, key=ops.get)
-    (results / "ewc_lambda" / "choice.json").write_text(json.dumps({"seed": 0, "OP": ops, "chosen": best}, indent=1))
-    print(f"EWC λ grid on seed 0 (OP): {ops}; chosen {best}", flush=True)
+    choice = {"seed": 0, "tasks": EWC_TASKS, "OP": ops, "chosen": best}
+    (results / "ewc_lambda" / "choice.json").write_text(json.dumps(choice, indent=1))
+    print(f"EWC λ grid on seed 0, tasks {EWC_TASKS} (OP): {ops}; chosen {best}", flush=True)
     return best
 
 

@@ -1,0 +1,54 @@
+"""The reproduction scripts' own logic: run overrides of a method variant, and the C3 verdict from kept summaries."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analysis"))
+
+import claims  # noqa: E402
+from cl_comparison import overrides, parse_method  # noqa: E402
+
+
+def test_overrides_carry_the_variant_the_buffer_and_a_sub_stream():
+    assert parse_method("ilora:ema_lambda=0.9,consistency_target=slow") == (
+        "ilora", {"ema_lambda": "0.9", "consistency_target": "slow"})
+    over = overrides("ilora:ema_lambda=0.9", 1, 100, 50, 200, tasks="stance, fomc")
+    assert over[:4] == ["method=ilora", "train.seed=1", "train.steps_per_task=100", "eval.max_examples=50"]
+    assert "tasks=[stance, fomc]" in over
+    assert over[-1] == "method_args={buffer_size: 200, ema_lambda: 0.9}"
+    assert overrides("seq", 0, 10, 10, 200) == ["method=seq", "train.seed=0", "train.steps_per_task=10",
+                                                "eval.max_examples=10"]  # no buffer for a method without replay
+
+
+def _kept(root: Path, variant: str, seed: int, op: float) -> None:
+    d = root / "runs" / f"{variant}-seed{seed}"
+    d.mkdir(parents=True)
+    (d / "summary.json").write_text(json.dumps({"score": {"OP": op}}))
+
+
+@pytest.mark.parametrize("ilora_ops, verdict", [
+    ((0.70, 0.72), "holds"),  # beats ER in both seeds and the best other method (0.65) on the mean
+    ((0.70, 0.58), "partly"),  # above seq/ewc on the mean, but below ER in seed 1
+    ((0.10, 0.12), "does not hold"),
+])
+def test_c3_verdict_follows_the_paired_seeds(tmp_path, ilora_ops, verdict):
+    for seed, (er, ilora) in enumerate(zip((0.62, 0.60), ilora_ops)):
+        _kept(tmp_path, "er", seed, er)
+        _kept(tmp_path, "ilora_ema_lambda0.9", seed, ilora)
+        _kept(tmp_path, "seq", seed, 0.15)
+        _kept(tmp_path, "mtl", seed, 0.9)  # a reference, never the method to beat
+        _kept(tmp_path, "ilora_ema_lambda0.9_consistency_targetslow", seed, 0.61)
+    text = claims.c3(tmp_path, "ilora_ema_lambda0.9")
+    assert text.startswith(f"**{verdict}**")
+    assert "best other method er" in text and "on 1 seed" not in text
+    assert "consistency_targetslow: OP 0.610 (2 seeds, − ER per seed -0.010, +0.010)" in text
+
+
+def test_c3_says_when_nothing_ran_or_only_one_seed(tmp_path):
+    assert claims.c3(tmp_path, "ilora") == "not run"
+    _kept(tmp_path, "er", 0, 0.6)
+    _kept(tmp_path, "ilora", 0, 0.7)
+    assert "on 1 seed (no spread: not a test)" in claims.c3(tmp_path, "ilora")
