@@ -34,7 +34,7 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
-# README tables and figures: REPRO=quick (reduced budgets, ~30 min on 2 cores, into results/quick/, figures/quick/)
+# README tables and figures: REPRO=quick (reduced budgets, ~10 min on 2 cores, into results/quick/, figures/quick/)
 # or REPRO=full (the published budgets, into results/ and figures/; finished runs are reused by hash)
 REPRO ?= quick
 reproduce: $(STAMP)

@@ -6,7 +6,7 @@ learnability table, the linear paths between consecutive minima, the I-LoRA loss
 trajectories, the λ × γ sensitivity heatmap, and the SmolLM2-135M-Instruct runs (4 tasks) with their
 linear paths. Runs are named by config hash, so finished ones are reused and interrupted ones
 resume. `quick` runs the same scripts at reduced budgets (stated in the output; SmolLM2 and the
-sensitivity grid are skipped) into results/quick/ and figures/quick/, in about half an hour on 2 cores.
+sensitivity grid are skipped) into results/quick/ and figures/quick/: 9.2 min measured alone on 2 cores.
     python analysis/reproduce.py [--mode quick|full] [--jobs 2]
 """
 
