@@ -4,7 +4,7 @@ Runs each (method, seed) with the same steps, batch, buffer and LoRA settings (b
 configs/tiny-suite-seq.yaml), `--jobs` runs at a time with one thread each, seed by seed (so a
 partial grid holds whole seeds), then writes results/cl_comparison/report.{md,csv} (final scores,
 OP/BWT/FWT/forgetting, mean ± std over seeds), R heatmaps via `mcl report`, every run's R.csv,
-R_loss.csv and summary.json under runs/, and the per-seed paired difference of `--pair A B`.
+R_loss.csv and summary.json under runs/, and the per-seed paired difference of each `--pair A B`.
 A method is a name or `name:key=value,...` (method_args), e.g. `ilora:ema_lambda=0.9`.
 Finished runs are reused (runs are named by config hash).
     python analysis/cl_comparison.py [--methods ...] [--seeds 0 1 2] [--steps 100] [--jobs 2]
@@ -82,7 +82,8 @@ def main() -> None:
     p.add_argument("--eval-examples", type=int, default=100)
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--tasks", help='a sub-stream instead of the 8 tasks, e.g. "stance, fomc, meeting"')
-    p.add_argument("--pair", nargs=2, metavar=("A", "B"), help="methods for the per-seed paired difference A - B")
+    p.add_argument("--pair", nargs=2, action="append", default=[], metavar=("A", "B"),
+                   help="methods for the per-seed paired difference A - B (repeatable)")
     p.add_argument("--existing-only", action="store_true",
                    help="train nothing: report the (method, seed) runs that have finished and list the missing ones")
     p.add_argument("--out", default=str(ROOT / "results" / "cl_comparison"))
@@ -104,8 +105,8 @@ def main() -> None:
     print(f"not run ({len(missing)} of {len(missing) + len(runs)}): {', '.join(missing) or 'none'}")
     report(runs, str(out))
     keep_runs(grid, runs, out)
-    if a.pair:
-        paired(grid, runs, *a.pair, out)
+    for pair in a.pair:
+        paired(grid, runs, *pair, out)
 
 
 if __name__ == "__main__":

@@ -122,7 +122,8 @@ def main() -> None:
     t0 = time.time()
     methods = list(b.methods) + ([_ewc_choice(b, results)] if b.ewc_lambdas else [])
     _run("cl_comparison.py", "--methods", *methods, "--seeds", *map(str, b.seeds), "--steps", str(b.steps),
-         "--eval-examples", str(b.eval_examples), "--jobs", str(a.jobs), "--pair", ILORA, "er",
+         "--eval-examples", str(b.eval_examples), "--jobs", str(a.jobs),
+         *[arg for m in b.methods if m.startswith("ilora") for arg in ("--pair", m, "er")],
          "--out", str(results / "cl_comparison"))
     _run("suite_learnability.py", *[_run_dir("one", s, b) for s in b.seeds],
          "--out", str(results / "suite_learnability.md"))
