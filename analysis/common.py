@@ -18,7 +18,7 @@ def train_run(config: str, overrides: list[str], threads: int = 1) -> str:
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     if out.returncode:
         raise RuntimeError(f"{' '.join(overrides)}: {(out.stderr.strip().splitlines() or ['?'])[-1]}")
-    run_dir = next(line[5:] for line in out.stdout.splitlines() if line.startswith("run: "))
+    run_dir = str(ROOT / next(line[5:] for line in out.stdout.splitlines() if line.startswith("run: ")))  # any cwd
     print(f"done {' '.join(overrides)} -> {run_dir}", flush=True)
     return run_dir
 
