@@ -20,6 +20,8 @@ from pathlib import Path
 
 from common import ROOT, finished_run, report, train_grid
 
+from mcl.io import write_text_atomic
+
 METHODS = ["seq", "er", "ewc", "agem", "olora", "mtl", "one", "ilora", "ilora-released"]
 CONFIG = "configs/tiny-suite-seq.yaml"
 REPLAY = {"er", "agem", "ilora", "ilora-released"}
@@ -101,7 +103,7 @@ def main() -> None:
         missing, runs = [], train_grid(CONFIG, over, a.jobs)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "not_run.txt").write_text("".join(f"{m}\n" for m in missing))
+    write_text_atomic(out / "not_run.txt", "".join(f"{m}\n" for m in missing))
     print(f"not run ({len(missing)} of {len(missing) + len(runs)}): {', '.join(missing) or 'none'}")
     report(runs, str(out))
     keep_runs(grid, runs, out)

@@ -20,7 +20,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import ROOT, train_run
+from common import ROOT, finished_run, train_run
+
+from mcl.io import write_text_atomic
 
 SEQ_CONFIG = "configs/tiny-suite-seq.yaml"
 SMOL_CONFIG = "configs/smollm2-subset.yaml"
@@ -64,11 +66,11 @@ def _run(script: str, *args: str) -> None:
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
-def _run_dir(method: str, seed: int, b: Budget, steps: int | None = None, tasks: str | None = None) -> str:
+def _run_dir(method: str, seed: int, b: Budget, steps: int | None = None) -> str:
     """The run of one method and seed at the mode's budget (reused by hash when already trained)."""
     from cl_comparison import overrides
 
-    return train_run(SEQ_CONFIG, overrides(method, seed, steps or b.steps, b.eval_examples, 200, tasks))
+    return train_run(SEQ_CONFIG, overrides(method, seed, steps or b.steps, b.eval_examples, 200))
 
 
 def _ewc_choice(b: Budget, results: Path) -> str:
@@ -76,13 +78,15 @@ def _ewc_choice(b: Budget, results: Path) -> str:
     specs = [f"ewc:ewc_lambda={lam:g}" for lam in b.ewc_lambdas]
     _run("cl_comparison.py", "--methods", *specs, "--seeds", "0", "--steps", str(b.steps), "--tasks", EWC_TASKS,
          "--eval-examples", str(b.eval_examples), "--out", str(results / "ewc_lambda"))
+    from cl_comparison import overrides
+
     ops = {}
-    for spec in specs:
-        run = _run_dir(spec, 0, b, tasks=EWC_TASKS)
+    for spec in specs:  # trained just above: look the runs up by hash, no second CLI call each
+        run = finished_run(SEQ_CONFIG, overrides(spec, 0, b.steps, b.eval_examples, 200, EWC_TASKS))
         ops[spec] = json.loads((Path(run) / "metrics" / "summary.json").read_text())["score"]["OP"]
     best = max(ops, key=ops.get)
     choice = {"seed": 0, "tasks": EWC_TASKS, "OP": ops, "chosen": best}
-    (results / "ewc_lambda" / "choice.json").write_text(json.dumps(choice, indent=1))
+    write_text_atomic(results / "ewc_lambda" / "choice.json", json.dumps(choice, indent=1))
     print(f"EWC λ grid on seed 0, tasks {EWC_TASKS} (OP): {ops}; chosen {best}", flush=True)
     return best
 
