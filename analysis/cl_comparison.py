@@ -4,7 +4,8 @@ Runs each (method, seed) with the same steps, batch, buffer and LoRA settings (b
 configs/tiny-suite-seq.yaml), `--jobs` runs at a time with one thread each, seed by seed (so a
 partial grid holds whole seeds), then writes results/cl_comparison/report.{md,csv} (final scores,
 OP/BWT/FWT/forgetting, mean ± std over seeds), R heatmaps via `mcl report`, every run's R.csv,
-R_loss.csv and summary.json under runs/, and the per-seed paired difference of each `--pair A B`.
+R_loss.csv and summary.json under runs/, the per-seed paired difference of each `--pair A B`
+(paired_*.csv), and the README's two tables: methods.md (mean ± std, every learner view) and paired.md.
 A method is a name or `name:key=value,...` (method_args), e.g. `ilora:ema_lambda=0.9`.
 Finished runs are reused (runs are named by config hash).
     python analysis/cl_comparison.py [--methods ...] [--seeds 0 1 2] [--steps 100] [--jobs 2]
@@ -14,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import shutil
 from pathlib import Path
 
 from common import ROOT, finished_run, report, train_grid
+from tables import methods_md, paired_md
 
 from mcl.io import write_text_atomic
 
@@ -55,11 +58,15 @@ def keep_runs(grid: list[tuple[str, int]], run_dirs: list[str], out: Path) -> No
         (dest / "run.txt").write_text(f"{Path(run).name}\n")
 
 
-def paired(grid: list[tuple[str, int]], run_dirs: list[str], a: str, b: str, out: Path) -> None:
+def summaries(grid: list[tuple[str, int]], run_dirs: list[str]) -> dict[tuple[str, int], dict]:
+    """Each (method variant, seed)'s summary.json."""
+    return {key: json.loads((Path(run) / "metrics" / "summary.json").read_text()) for key, run in zip(grid, run_dirs)}
+
+
+def paired(summary: dict[tuple[str, int], dict], a: str, b: str, out: Path) -> list[dict]:
     """Per-seed OP/BWT/forgetting (score and loss) of method a minus method b (seeds both have), as paired_<a>_minus_<b>.csv."""
-    summary = {key: json.loads((Path(run) / "metrics" / "summary.json").read_text()) for key, run in zip(grid, run_dirs)}
     rows = []
-    for seed in sorted({s for _, s in grid}):
+    for seed in sorted({s for _, s in summary}):
         if (a, seed) in summary and (b, seed) in summary:
             sa, sb = (summary[(m, seed)]["score"] for m in (a, b))  # the primary view (I-LoRA: slow)
             la, lb = (summary[(m, seed)]["loss"] for m in (a, b))
@@ -67,11 +74,13 @@ def paired(grid: list[tuple[str, int]], run_dirs: list[str], a: str, b: str, out
                          **{f"loss_{k}": round(la[k] - lb[k], 4) for k in ("OP", "BWT", "forgetting")}})
     if rows:
         name = f"paired_{a}_minus_{b}".replace(":", "_").replace(",", "_").replace("=", "")
-        with open(out / f"{name}.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        write_text_atomic(out / f"{name}.csv", buf.getvalue())
         print(f"{a} - {b} per seed: {rows}")
+    return rows
 
 
 def main() -> None:
@@ -107,8 +116,10 @@ def main() -> None:
     print(f"not run ({len(missing)} of {len(missing) + len(runs)}): {', '.join(missing) or 'none'}")
     report(runs, str(out))
     keep_runs(grid, runs, out)
-    for pair in a.pair:
-        paired(grid, runs, *pair, out)
+    summary = summaries(grid, runs)
+    pairs = {(x, y): paired(summary, x, y, out) for x, y in a.pair}
+    write_text_atomic(out / "methods.md", methods_md(summary))
+    write_text_atomic(out / "paired.md", paired_md(pairs))
 
 
 if __name__ == "__main__":

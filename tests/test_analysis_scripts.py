@@ -9,6 +9,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analysis"))
 
 import claims  # noqa: E402
+import tables  # noqa: E402
 from cl_comparison import overrides, parse_method  # noqa: E402
 
 
@@ -52,3 +53,34 @@ def test_c3_says_when_nothing_ran_or_only_one_seed(tmp_path):
     _kept(tmp_path, "er", 0, 0.6)
     _kept(tmp_path, "ilora", 0, 0.7)
     assert "on 1 seed (no spread: not a test)" in claims.c3(tmp_path, "ilora")
+
+
+def _summary(op: float, views: tuple[str, ...] = ("main",), nan_bwt: bool = False) -> dict:
+    score = {"OP": op, "BWT": float("nan") if nan_bwt else -0.1, "FWT": 0.0, "forgetting": 0.1}
+    out = {"views": list(views), "primary_view": views[0], "score": score, "loss": {"OP": 1.0}}
+    for v in views[1:]:
+        out[f"score_{v}"], out[f"loss_{v}"] = {**score, "OP": op + 0.01}, {"OP": 2.0}
+    return out
+
+
+def test_methods_table_has_mean_std_every_view_and_no_nan():
+    rows = tables.methods_md({
+        ("ilora:ema_lambda=0.9,consistency_weight=0.1", 0): _summary(0.5, ("slow", "fast")),
+        ("ilora:ema_lambda=0.9,consistency_weight=0.1", 1): _summary(0.7, ("slow", "fast")),
+        ("mtl", 0): _summary(0.9, nan_bwt=True),
+    }).splitlines()
+    assert rows[2] == "| ilora λ 0.9, γ 0.1, slow learner | 2 | 0.600 ± 0.141 | -0.100 ± 0.000 | 0.000 ± 0.000 | 0.100 ± 0.000 | 1.000 ± 0.000 |"
+    assert rows[3].startswith("| ilora λ 0.9, γ 0.1, fast learner | 2 | 0.610 ± 0.141 |") and rows[3].endswith("| 2.000 ± 0.000 |")
+    assert rows[4] == "| mtl (reference) | 1 | 0.900 | — | 0.000 | 0.100 | 1.000 |"
+
+
+def test_readme_tables_are_refreshed_between_markers_and_a_missing_source_fails(tmp_path):
+    (tmp_path / "t.md").write_text("# heading\n| a |\n|---|\n| 2 |\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- table: t.md -->\n| a |\n|---|\n| 1 |\n<!-- /table -->\nafter\n")
+    assert tables.refresh(readme, tmp_path) == ["t.md"]
+    assert readme.read_text() == "intro\n<!-- table: t.md -->\n| a |\n|---|\n| 2 |\n<!-- /table -->\nafter\n"
+    readme.write_text("<!-- table: gone.md -->\n| a |\n<!-- /table -->\n")
+    with pytest.raises(SystemExit, match="gone.md does not exist"):
+        tables.refresh(readme, tmp_path)
+    assert readme.read_text() == "<!-- table: gone.md -->\n| a |\n<!-- /table -->\n"  # left as it was
