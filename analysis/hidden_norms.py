@@ -38,7 +38,7 @@ def layer_norms(model_name: str, adapter: Path, batch: dict) -> list[float]:
 
 
 def main() -> None:
-    """One row per (run, method, learner, phase, layer)."""
+    """One row per (run, method variant, seed, learner, phase, layer)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+")
     p.add_argument("--out", default=str(ROOT / "results" / "hidden_norms.csv"))
@@ -46,6 +46,8 @@ def main() -> None:
     rows = []
     for run in map(Path, a.runs):
         cfg = yaml.safe_load((run / "config.yaml").read_text())
+        args = {k: v for k, v in (cfg.get("method_args") or {}).items() if k != "buffer_size"}
+        variant = cfg["method"] + (":" + ",".join(f"{k}={v}" for k, v in args.items()) if args else "")
         names = [d.name.split("-", 1)[1] for d in task_dirs(run)]
         tok = load_tokenizer(cfg["model"])
         data = encode_tasks(load_tasks([names[0], names[min(3, len(names) - 1)]]), tok, cfg["train"]["max_len"],
@@ -56,12 +58,12 @@ def main() -> None:
             learners = [d.name for d in sorted(task_dir.iterdir()) if (d / "adapter_config.json").is_file()] or [""]
             for learner in learners:
                 for layer, norm in enumerate(layer_norms(cfg["model"], task_dir / learner, batch)):
-                    rows.append({"run": run.name, "method": cfg["method"], "learner": learner or "main", "phase": k,
+                    rows.append({"run": run.name, "method": variant, "seed": cfg["train"]["seed"], "learner": learner or "main", "phase": k,
                                  "task": name, "layer": layer, "mean_norm": round(norm, 3)})
     frame = pd.DataFrame(rows)
     with atomic_path(Path(a.out), suffix=".csv") as tmp:
         frame.to_csv(tmp, index=False)
-    print(frame.pivot_table(index=["run", "method", "learner", "phase"], columns="layer", values="mean_norm").round(1)
+    print(frame.pivot_table(index=["run", "method", "seed", "learner", "phase"], columns="layer", values="mean_norm").round(1)
           .to_string())
 
 
