@@ -64,14 +64,14 @@ def summaries(grid: list[tuple[str, int]], run_dirs: list[str]) -> dict[tuple[st
 
 
 def paired(summary: dict[tuple[str, int], dict], a: str, b: str, out: Path) -> list[dict]:
-    """Per-seed OP/BWT/forgetting (score and loss) of method a minus method b (seeds both have), as paired_<a>_minus_<b>.csv."""
+    """Per-seed OP/BWT/forgetting (score; loss: also FWT) of method a minus method b (seeds both have), as paired_<a>_minus_<b>.csv."""
     rows = []
     for seed in sorted({s for _, s in summary}):
         if (a, seed) in summary and (b, seed) in summary:
             sa, sb = (summary[(m, seed)]["score"] for m in (a, b))  # the primary view (I-LoRA: slow)
             la, lb = (summary[(m, seed)]["loss"] for m in (a, b))
             rows.append({"seed": seed, **{k: round(sa[k] - sb[k], 4) for k in ("OP", "BWT", "forgetting")},
-                         **{f"loss_{k}": round(la[k] - lb[k], 4) for k in ("OP", "BWT", "forgetting")}})
+                         **{f"loss_{k}": round(la[k] - lb[k], 4) for k in ("OP", "BWT", "FWT", "forgetting")}})
     if rows:
         name = f"paired_{a}_minus_{b}".replace(":", "_").replace(",", "_").replace("=", "")
         buf = io.StringIO()

@@ -39,8 +39,8 @@ def _cell(values: list[float]) -> str:
 
 
 def methods_md(summaries: dict[tuple[str, int], dict]) -> str:
-    """One row per (method variant, learner view): seeds, OP/BWT/FWT/forgetting of the score, and the loss OP."""
-    lines = ["| method | seeds | " + " | ".join(COLUMNS) + " | loss OP |", "|---" * (len(COLUMNS) + 3) + "|"]
+    """One row per (method variant, learner view): seeds, OP/BWT/FWT/forgetting of the score, the loss OP and FWT."""
+    lines = ["| method | seeds | " + " | ".join(COLUMNS) + " | loss OP | loss FWT |", "|---" * (len(COLUMNS) + 4) + "|"]
     for spec in dict.fromkeys(s for s, _ in summaries):
         runs = [v for (s, _), v in summaries.items() if s == spec]
         primary = runs[0].get("primary_view", "main")
@@ -48,17 +48,18 @@ def methods_md(summaries: dict[tuple[str, int], dict]) -> str:
             suffix = "" if view == primary else f"_{view}"
             name = label(spec) + (f", {view} learner" if len(runs[0].get("views", [])) > 1 else "")
             cells = [_cell([r[f"score{suffix}"][k] for r in runs]) for k in COLUMNS]
-            lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + f" | {_cell([r[f'loss{suffix}']['OP'] for r in runs])} |")
+            cells += [_cell([r[f"loss{suffix}"][k] for r in runs]) for k in ("OP", "FWT")]
+            lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def paired_md(pairs: dict[tuple[str, str], list[dict]]) -> str:
-    """Per-seed differences A − B of OP, BWT, forgetting (score) and the loss OP, one row per (pair, seed)."""
-    lines = ["| variant | minus | seed | OP | BWT | forgetting | loss OP |", "|---" * 7 + "|"]
+    """Per-seed differences A − B of OP, BWT, forgetting (score) and the loss OP and FWT, one row per (pair, seed)."""
+    lines = ["| variant | minus | seed | OP | BWT | forgetting | loss OP | loss FWT |", "|---" * 8 + "|"]
     for (a, b), rows in pairs.items():
         for r in rows:
             lines.append(f"| {label(a)} | {label(b)} | {r['seed']} | {r['OP']:+.3f} | {r['BWT']:+.3f} | "
-                         f"{r['forgetting']:+.3f} | {r['loss_OP']:+.3f} |")
+                         f"{r['forgetting']:+.3f} | {r['loss_OP']:+.3f} | {r['loss_FWT']:+.3f} |")
     return "\n".join(lines) + "\n"
 
 

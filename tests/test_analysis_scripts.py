@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analysis"))
 
 import claims  # noqa: E402
 import tables  # noqa: E402
-from cl_comparison import overrides, parse_method  # noqa: E402
+from cl_comparison import overrides, paired, parse_method  # noqa: E402
 
 
 def test_overrides_carry_the_variant_the_buffer_and_a_sub_stream():
@@ -57,9 +57,9 @@ def test_c3_says_when_nothing_ran_or_only_one_seed(tmp_path):
 
 def _summary(op: float, views: tuple[str, ...] = ("main",), nan_bwt: bool = False) -> dict:
     score = {"OP": op, "BWT": float("nan") if nan_bwt else -0.1, "FWT": 0.0, "forgetting": 0.1}
-    out = {"views": list(views), "primary_view": views[0], "score": score, "loss": {"OP": 1.0}}
+    out = {"views": list(views), "primary_view": views[0], "score": score, "loss": {"OP": 1.0, "FWT": -0.5}}
     for v in views[1:]:
-        out[f"score_{v}"], out[f"loss_{v}"] = {**score, "OP": op + 0.01}, {"OP": 2.0}
+        out[f"score_{v}"], out[f"loss_{v}"] = {**score, "OP": op + 0.01}, {"OP": 2.0, "FWT": -0.7}
     return out
 
 
@@ -69,9 +69,9 @@ def test_methods_table_has_mean_std_every_view_and_no_nan():
         ("ilora:ema_lambda=0.9,consistency_weight=0.1", 1): _summary(0.7, ("slow", "fast")),
         ("mtl", 0): _summary(0.9, nan_bwt=True),
     }).splitlines()
-    assert rows[2] == "| ilora λ 0.9, γ 0.1, slow learner | 2 | 0.600 ± 0.141 | -0.100 ± 0.000 | 0.000 ± 0.000 | 0.100 ± 0.000 | 1.000 ± 0.000 |"
-    assert rows[3].startswith("| ilora λ 0.9, γ 0.1, fast learner | 2 | 0.610 ± 0.141 |") and rows[3].endswith("| 2.000 ± 0.000 |")
-    assert rows[4] == "| mtl (reference) | 1 | 0.900 | — | 0.000 | 0.100 | 1.000 |"
+    assert rows[2] == "| ilora λ 0.9, γ 0.1, slow learner | 2 | 0.600 ± 0.141 | -0.100 ± 0.000 | 0.000 ± 0.000 | 0.100 ± 0.000 | 1.000 ± 0.000 | -0.500 ± 0.000 |"
+    assert rows[3].startswith("| ilora λ 0.9, γ 0.1, fast learner | 2 | 0.610 ± 0.141 |") and rows[3].endswith("| 2.000 ± 0.000 | -0.700 ± 0.000 |")
+    assert rows[4] == "| mtl (reference) | 1 | 0.900 | — | 0.000 | 0.100 | 1.000 | -0.500 |"
 
 
 def test_readme_tables_are_refreshed_between_markers_and_a_missing_source_fails(tmp_path):
@@ -84,3 +84,15 @@ def test_readme_tables_are_refreshed_between_markers_and_a_missing_source_fails(
     with pytest.raises(SystemExit, match="gone.md does not exist"):
         tables.refresh(readme, tmp_path)
     assert readme.read_text() == "<!-- table: gone.md -->\n| a |\n<!-- /table -->\n"  # left as it was
+
+
+def test_paired_differences_use_the_seeds_both_methods_have(tmp_path):
+    summary = {("er", 0): _summary(0.6), ("er", 1): _summary(0.5), ("ilora:ema_lambda=0.9", 1): _summary(0.55),
+               ("ilora:ema_lambda=0.9", 2): _summary(0.9)}
+    summary[("ilora:ema_lambda=0.9", 1)]["loss"] = {"OP": 0.8, "BWT": 0.0, "FWT": -0.9, "forgetting": 0.0}
+    summary[("er", 1)]["loss"] = {"OP": 1.0, "BWT": 0.1, "FWT": -0.5, "forgetting": 0.1}
+    rows = paired(summary, "ilora:ema_lambda=0.9", "er", tmp_path)
+    assert [(r["seed"], r["OP"], r["loss_OP"], r["loss_FWT"]) for r in rows] == [(1, 0.05, -0.2, -0.4)]
+    assert (tmp_path / "paired_ilora_ema_lambda0.9_minus_er.csv").read_text().splitlines()[1].startswith("1,0.05,")
+    assert tables.paired_md({("ilora:ema_lambda=0.9", "er"): rows}).splitlines()[2] == \
+        "| ilora λ 0.9 | er | 1 | +0.050 | +0.000 | +0.000 | -0.200 | -0.400 |"
