@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import ROOT, finished_run, train_run
+from common import ROOT, finished_run, report, train_run
 
 from mcl.io import write_text_atomic
 
@@ -59,6 +59,7 @@ MODES = {
 }
 SMOL_METHODS = {"seq": "{}", "ilora": "{ema_lambda: 0.67, consistency_weight: 1.0, buffer_size: 200, snapshot_every: 10}",
                 "er": "{buffer_size: 200}", "one": "{}"}  # λ 0.67: lag 3 steps = 10% of 30 steps per task
+SMOL_SEEDS = {"seq": (0,), "er": (0, 1), "ilora": (0, 1), "one": (0,)}  # a second seed for C3's pair
 
 
 def _run(script: str, *args: str) -> None:
@@ -93,18 +94,18 @@ def _ewc_choice(b: Budget, results: Path) -> str:
 
 
 def _smollm2(b: Budget, results: Path, figures: Path) -> None:
-    """SmolLM2-135M-Instruct: seq, I-LoRA, ER, one on 4 tasks; linear paths between consecutive seq minima."""
-    common = [f"train.steps_per_task={b.smol_steps}", "eval.max_examples=30", "train.seed=0"]
-    runs = {m: train_run(SMOL_CONFIG, [f"method={m}", f"method_args={args}", *common]) for m, args in SMOL_METHODS.items()}
-    subprocess.run([sys.executable, "-m", "mcl.cli.main", "report", *runs.values(), "--out", str(results / "smollm2")],
-                   check=True, cwd=ROOT)
+    """SmolLM2-135M-Instruct: seq, I-LoRA, ER, one on 4 tasks (ER, I-LoRA: 2 seeds); paths between seq minima."""
+    runs = {(m, seed): train_run(SMOL_CONFIG, [f"method={m}", f"method_args={SMOL_METHODS[m]}", f"train.steps_per_task="
+                                               f"{b.smol_steps}", "eval.max_examples=30", f"train.seed={seed}"])
+            for m, seeds in SMOL_SEEDS.items() for seed in seeds}
+    report(list(runs.values()), str(results / "smollm2"))
     from cl_comparison import keep_runs
 
-    keep_runs([(m, 0) for m in runs], list(runs.values()), results / "smollm2")
-    _run("mode_connectivity.py", runs["seq"], "--points", "7", "--limit", "30", "--out",
+    keep_runs(list(runs), list(runs.values()), results / "smollm2")
+    _run("mode_connectivity.py", runs[("seq", 0)], "--points", "7", "--limit", "30", "--out",
          str(results / "smollm2" / "mode_connectivity"), "--figure", str(figures / "smollm2_mode_connectivity.png"))
-    _run("ilora_plane.py", runs["ilora"], "--grid", "7", "--limit", "30", "--out", str(results / "smollm2" / "ilora_plane"),
-         "--figure", str(figures / "smollm2_ilora_plane.png"))
+    _run("ilora_plane.py", runs[("ilora", 0)], "--grid", "7", "--limit", "30", "--out",
+         str(results / "smollm2" / "ilora_plane"), "--figure", str(figures / "smollm2_ilora_plane.png"))
 
 
 def main() -> None:
