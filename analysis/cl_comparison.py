@@ -48,7 +48,7 @@ def overrides(spec: str, seed: int, steps: int, eval_examples: int, buffer: int,
 
 
 def keep_runs(grid: list[tuple[str, int]], run_dirs: list[str], out: Path) -> None:
-    """Copy each run's R matrices and summary to out/runs/<method variant>-seed<s>/ (README numbers recompute)."""
+    """Copy each run's R matrices, summary and variant spec to out/runs/<variant>-seed<s>/ (README numbers recompute)."""
     for (spec, seed), run in zip(grid, run_dirs):
         dest = out / "runs" / f"{spec.replace(':', '_').replace(',', '_').replace('=', '')}-seed{seed}"
         dest.mkdir(parents=True, exist_ok=True)
@@ -56,6 +56,7 @@ def keep_runs(grid: list[tuple[str, int]], run_dirs: list[str], out: Path) -> No
             if (Path(run) / "metrics" / name).exists():
                 shutil.copyfile(Path(run) / "metrics" / name, dest / name)
         (dest / "run.txt").write_text(f"{Path(run).name}\n")
+        (dest / "spec.txt").write_text(f"{spec}\n")  # the method variant as written (tables name it from this)
 
 
 def summaries(grid: list[tuple[str, int]], run_dirs: list[str]) -> dict[tuple[str, int], dict]:

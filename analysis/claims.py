@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tables import label
+
 from mcl.analysis import path_barriers
 from mcl.io import write_text_atomic
 
@@ -62,8 +64,10 @@ def _summaries(results: Path) -> pd.DataFrame:
         if f.parents[2].name.endswith("_run"):  # a figure's own run (e.g. ilora_plane_run), not a comparison
             continue
         variant, _, seed = f.parent.name.rpartition("-seed")
-        rows.append({"variant": variant, "seed": int(seed), "OP": json.loads(f.read_text())["score"]["OP"]})
-    return pd.DataFrame(rows, columns=["variant", "seed", "OP"])
+        spec = f.parent / "spec.txt"
+        rows.append({"variant": variant, "seed": int(seed), "OP": json.loads(f.read_text())["score"]["OP"],
+                     "label": label(spec.read_text().strip()) if spec.exists() else variant})
+    return pd.DataFrame(rows, columns=["variant", "seed", "OP", "label"])
 
 
 def c3(results: Path, ilora: str) -> str:
@@ -85,12 +89,13 @@ def c3(results: Path, ilora: str) -> str:
         verdict += " on 1 seed (no spread: not a test)"
     text = (f"**{verdict}**: OP {mine.mean():.3f} (slow learner, {len(mine)} seed{'s' * (len(mine) > 1)}); "
             f"I-LoRA − ER per seed {', '.join(f'{d:+.3f}' for d in diff)} (mean {np.mean(diff):+.3f})")
-    text += f"; best other method {best} {means[best]:.3f}" if best is not None else ""
+    names = dict(zip(ops.variant, ops.label))
+    text += f"; best other method {names[best]} {means[best]:.3f}" if best is not None else ""
     variants = ops[ops.variant.str.startswith("ilora") & (ops.variant != ilora)].groupby("variant")
     for name, g in variants:
         op = g.set_index("seed")["OP"]
         vs_er = [f"{op[s] - er[s]:+.3f}" for s in sorted(set(op.index) & set(er.index))]
-        text += (f"; variant {name}: OP {op.mean():.3f} ({op.count()} seed{'s' if op.count() > 1 else ''}"
+        text += (f"; variant {g['label'].iloc[0]}: OP {op.mean():.3f} ({op.count()} seed{'s' if op.count() > 1 else ''}"
                  f"{', − ER per seed ' + ', '.join(vs_er) if vs_er else ''})")
     return text
 

@@ -24,10 +24,12 @@ def test_overrides_carry_the_variant_the_buffer_and_a_sub_stream():
                                                 "eval.max_examples=10"]  # no buffer for a method without replay
 
 
-def _kept(root: Path, variant: str, seed: int, op: float) -> None:
+def _kept(root: Path, variant: str, seed: int, op: float, spec: str | None = None) -> None:
     d = root / "runs" / f"{variant}-seed{seed}"
     d.mkdir(parents=True)
     (d / "summary.json").write_text(json.dumps({"score": {"OP": op}}))
+    if spec:
+        (d / "spec.txt").write_text(f"{spec}\n")
 
 
 @pytest.mark.parametrize("ilora_ops, verdict", [
@@ -41,11 +43,11 @@ def test_c3_verdict_follows_the_paired_seeds(tmp_path, ilora_ops, verdict):
         _kept(tmp_path, "ilora_ema_lambda0.9", seed, ilora)
         _kept(tmp_path, "seq", seed, 0.15)
         _kept(tmp_path, "mtl", seed, 0.9)  # a reference, never the method to beat
-        _kept(tmp_path, "ilora_ema_lambda0.9_consistency_targetslow", seed, 0.61)
+        _kept(tmp_path, "ilora_ema_lambda0.9_consistency_targetslow", seed, 0.61, "ilora:ema_lambda=0.9,consistency_target=slow")
     text = claims.c3(tmp_path, "ilora_ema_lambda0.9")
     assert text.startswith(f"**{verdict}**")
     assert "best other method er" in text and "on 1 seed" not in text
-    assert "consistency_targetslow: OP 0.610 (2 seeds, − ER per seed -0.010, +0.010)" in text
+    assert "variant ilora λ 0.9, target slow: OP 0.610 (2 seeds, − ER per seed -0.010, +0.010)" in text
 
 
 def test_c3_says_when_nothing_ran_or_only_one_seed(tmp_path):
