@@ -9,7 +9,7 @@
 - C3, I-LoRA beats prior methods: OP of I-LoRA's slow learner against ER (per seed, paired) and the best
   other continual method (mean over seeds; `one` and `mtl` are references, not competitors). Holds if
   I-LoRA beats both on the mean and ER in every seed, partly if it beats one of them, else does not hold;
-  a verdict on one seed says so. Other I-LoRA variants in the results are listed beside it.
+  a verdict on one or two seeds says so. Other I-LoRA variants in the results are listed beside it.
 Missing inputs are reported as not run. Writes results/claims.md.
     python analysis/claims.py
 """
@@ -87,6 +87,8 @@ def c3(results: Path, ilora: str) -> str:
     verdict = "holds" if beats_er and beats_best else "partly" if beats_er or beats_best else "does not hold"
     if len(seeds) == 1:
         verdict += " on 1 seed (no spread: not a test)"
+    elif len(seeds) == 2:
+        verdict += " on 2 seeds (a weak test)"
     text = (f"**{verdict}**: OP {mine.mean():.3f} (slow learner, {len(mine)} seed{'s' * (len(mine) > 1)}); "
             f"I-LoRA − ER per seed {', '.join(f'{d:+.3f}' for d in diff)} (mean {np.mean(diff):+.3f})")
     names = dict(zip(ops.variant, ops.label))
