@@ -65,7 +65,7 @@ def summaries(grid: list[tuple[str, int]], run_dirs: list[str]) -> dict[tuple[st
 
 
 def paired(summary: dict[tuple[str, int], dict], a: str, b: str, out: Path) -> list[dict]:
-    """Per-seed OP/BWT/forgetting (score; loss: also FWT) of method a minus method b (seeds both have), as paired_<a>_minus_<b>.csv."""
+    """Per-seed OP/BWT/forgetting (score; loss: also FWT) of a minus b, seeds both have; kept as paired_<a>_minus_<b>.csv."""
     rows = []
     for seed in sorted({s for _, s in summary}):
         if (a, seed) in summary and (b, seed) in summary:

@@ -58,13 +58,14 @@ def main() -> None:
             learners = [d.name for d in sorted(task_dir.iterdir()) if (d / "adapter_config.json").is_file()] or [""]
             for learner in learners:
                 for layer, norm in enumerate(layer_norms(cfg["model"], task_dir / learner, batch)):
-                    rows.append({"run": run.name, "method": variant, "seed": cfg["train"]["seed"], "learner": learner or "main", "phase": k,
-                                 "task": name, "layer": layer, "mean_norm": round(norm, 3)})
+                    rows.append({"run": run.name, "method": variant, "seed": cfg["train"]["seed"],
+                                 "learner": learner or "main", "phase": k, "task": name, "layer": layer,
+                                 "mean_norm": round(norm, 3)})
     frame = pd.DataFrame(rows)
     with atomic_path(Path(a.out), suffix=".csv") as tmp:
         frame.to_csv(tmp, index=False)
-    print(frame.pivot_table(index=["run", "method", "seed", "learner", "phase"], columns="layer", values="mean_norm").round(1)
-          .to_string())
+    table = frame.pivot_table(index=["run", "method", "seed", "learner", "phase"], columns="layer", values="mean_norm")
+    print(table.round(1).to_string())
 
 
 if __name__ == "__main__":
