@@ -17,7 +17,6 @@ import argparse
 import csv
 import io
 import json
-import shutil
 from pathlib import Path
 
 from common import ROOT, finished_run, report, train_grid
@@ -52,11 +51,11 @@ def keep_runs(grid: list[tuple[str, int]], run_dirs: list[str], out: Path) -> No
     for (spec, seed), run in zip(grid, run_dirs):
         dest = out / "runs" / f"{spec.replace(':', '_').replace(',', '_').replace('=', '')}-seed{seed}"
         dest.mkdir(parents=True, exist_ok=True)
-        for name in KEPT:
+        for name in KEPT:  # text files, each written atomically
             if (Path(run) / "metrics" / name).exists():
-                shutil.copyfile(Path(run) / "metrics" / name, dest / name)
-        (dest / "run.txt").write_text(f"{Path(run).name}\n")
-        (dest / "spec.txt").write_text(f"{spec}\n")  # the method variant as written (tables name it from this)
+                write_text_atomic(dest / name, (Path(run) / "metrics" / name).read_text())
+        write_text_atomic(dest / "run.txt", f"{Path(run).name}\n")
+        write_text_atomic(dest / "spec.txt", f"{spec}\n")  # the method variant as written (tables name it from this)
 
 
 def summaries(grid: list[tuple[str, int]], run_dirs: list[str]) -> dict[tuple[str, int], dict]:
