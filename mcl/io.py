@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from mcl.errors import MclError
 
@@ -95,6 +95,46 @@ def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+def _remove(path: Path) -> None:
+    """Remove a file or a directory tree (absent is fine)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextmanager
+def staged_outputs(out: str | os.PathLike, marker: str, owned: Iterable[str]) -> Iterator[Path]:
+    """Yield a staging dir inside `out` for one command's outputs; on success swap them in together.
+
+    The swap removes the completion `marker` first, renames every staged file into `out`, removes the files
+    of `owned` (every output this command can write) that this invocation did not write, and renames the
+    marker in last: once `out` has its marker it holds one invocation's outputs, never a mix of two. A
+    failure before the swap leaves the earlier outputs as they were. Files in `out` that this command never
+    writes are kept.
+    """
+    out = Path(out)
+    made = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".mcl-staging.", dir=out))
+    try:
+        yield stage
+        written = {p.name for p in stage.iterdir()}
+        (out / marker).unlink(missing_ok=True)
+        for name in sorted(written - {marker}):
+            if (stage / name).is_dir() and (out / name).is_dir():  # a dir output (eval's predictions) is swapped whole
+                os.replace(out / name, stage / f".{name}.old")
+            os.replace(stage / name, out / name)
+        for name in sorted(set(owned) - written):
+            _remove(out / name)
+        if marker in written:
+            os.replace(stage / marker, out / marker)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        if made and not any(out.iterdir()):
+            out.rmdir()
 
 
 def write_text_atomic(dest: str | os.PathLike, text: str) -> None:

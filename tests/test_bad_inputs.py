@@ -380,6 +380,228 @@ def snapshot(*roots: Path) -> dict[str, tuple]:
     return out
 
 
+# --- issue 22: adapters checked against their config and base, locks on outputs, a self-verifying cache, ---------
+# --- data build keeping user files, outputs of one invocation only (one block, kept apart for merging) -----------
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+KEY = "base_model.model.model.layers.{}.self_attn.{}.lora_{}.weight"
+
+
+def seven_modules_config_one(ws, world):
+    """The review's case: adapter_config.json targets [q_proj], the weights hold all seven linear modules."""
+    peft_adapter(ws, world, target_modules=ALL_LINEAR)
+    cfg = json.loads((ws / "bad" / "adapter_config.json").read_text())
+    (ws / "bad" / "adapter_config.json").write_text(json.dumps({**cfg, "target_modules": ["q_proj"]}))
+
+
+def edit_tensors(fn, src="a"):
+    """Setup: a copy of adapter `src` as ws/bad with its tensors replaced by fn(tensors)."""
+    def setup(ws, world):
+        d = copy_adapter(ws, world, src=src)
+        save_file(fn(load_file(d / "adapter_model.safetensors")), d / "adapter_model.safetensors")
+    return setup
+
+
+def drop(*keys):
+    return lambda t: {k: v for k, v in t.items() if k not in keys}
+
+
+def renamed(old, new):
+    return lambda t: {k.replace(old, new): v for k, v in t.items()}
+
+
+def sidecar_of(src):
+    """Setup: a copy of adapter a whose mcl.json records the sha256 of adapter `src`'s weights."""
+    def setup(ws, world):
+        from mcl.io import sha256_file
+
+        d = copy_adapter(ws, world)
+        (d / "mcl.json").write_text(json.dumps({"sha256": sha256_file(Path(world[src]) / "adapter_model.safetensors")}))
+    return setup
+
+
+def lock_record(ws, name, pid, host=None):
+    import socket
+
+    (ws / f".{name}.lock").write_text(json.dumps({"pid": pid, "host": host or socket.gethostname(), "since": "then"}))
+
+
+def dead_pid() -> int:
+    import subprocess
+
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+@contextmanager
+def holding(pattern: str):
+    """Hold the flock of the lock file(s) matching `pattern` in the row's workspace (the cwd) as a live writer."""
+    import fcntl
+
+    fds = [os.open(f, os.O_RDWR) for f in Path.cwd().glob(pattern)]
+    assert fds
+    for fd in fds:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        yield
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def held_run_dir(ws, world):
+    from mcl.train.config import load_config
+    from mcl.train.loop import resolve_run_dir
+
+    run_dir = resolve_run_dir(load_config(train_yaml(ws, world)))
+    run_dir.parent.mkdir(parents=True)
+    lock_record(run_dir.parent, run_dir.name, os.getpid())
+
+
+def fake_build(ws, extra: dict[str, str], task_json: str = "{}"):
+    """An earlier `mcl data build` dir (manifest + one task file) plus `extra` files the user put there."""
+    import hashlib
+
+    d = ws / "suite"
+    (d / "stance").mkdir(parents=True)
+    (d / "suite.json").write_text(json.dumps({"tasks": ["stance"],
+                                              "sha256": {"stance/task.json": hashlib.sha256(b"{}").hexdigest()}}))
+    (d / "stance" / "task.json").write_text(task_json)
+    for rel, text in extra.items():
+        (d / rel).write_text(text)
+
+
+def edit_records(fn):
+    def corrupt(r: Path):
+        r.write_text(json.dumps(fn(json.loads(r.read_text()))))
+    return corrupt
+
+
+def records_sound(ws, world, out, err):
+    from mcl.analysis.cache import record_problem
+
+    records = list((ws / "cache" / "sweeps").rglob("*.json"))
+    assert records and all(record_problem(json.loads(r.read_text()), r.stem) is None for r in records)
+    assert "recomputing" in err
+
+
+def ci_sweep_then(corrupt):
+    def setup(ws, world):
+        assert run_cli("mcl-barrier", fmt(SWEEP + " --ci 0.9", ws, world).split()) == 0
+        for r in (ws / "cache" / "sweeps").rglob("*.json"):
+            corrupt(r)
+    return setup
+
+
+def ci_as_first_run(ws, world, out, err):
+    """The recomputed intervals equal those of a run on a fresh cache."""
+    records_sound(ws, world, out, err)
+    first = json.loads((ws / "out" / "barrier.json").read_text())
+    shutil.rmtree(ws / "cache")
+    assert run_cli("mcl-barrier", fmt(SWEEP + " --ci 0.9 --out {ws}/fresh", ws, world).split()) == 0
+    fresh = json.loads((ws / "fresh" / "barrier.json").read_text())
+    assert first["tasks"]["first"]["ci"] == fresh["tasks"]["first"]["ci"]
+
+
+def no_attribution(ws, world, out, err):
+    assert not (ws / "out" / "attribution.csv").exists() and not (ws / "out" / "attribution.png").exists()
+    assert "attribution" not in json.loads((ws / "out" / "barrier.json").read_text())
+    assert not list((ws / "out").glob(".mcl-staging*"))
+
+
+def one_prediction_file(ws, world, out, err):
+    assert sorted(p.name for p in (ws / "r-predictions").iterdir()) == ["eval-first.jsonl"]
+    assert [r["task"] for r in json.loads((ws / "r.json").read_text())["results"]] == ["first"]
+
+
+def lock_gone_and_written(ws, world, out, err):
+    assert not (ws / ".out.lock").exists() and (ws / "out" / "barrier.json").is_file()
+
+
+def fp16(t):
+    return {k: v.half() for k, v in t.items()}
+
+
+EVA = EV + " --adapter {ws}/bad"
+BAD = "{a} {ws}/bad --data {t1} --points 2 --limit 2 --quiet --no-cache"
+BAD_BOTH = BAD.replace("{a}", "{ws}/bad")  # both ends bad alike: the pair is compatible, the base check speaks
+ROWS += [
+    # adapters: the tensors must be what adapter_config.json says, and fit the base model
+    Row("eval config targets q_proj, weights hold 7 modules", E, EVA, 2, "which adapter_config.json's target_modules",
+        seven_modules_config_one),
+    Row("barrier config targets q_proj, weights hold 7 modules", B, BAD, 2, "which adapter_config.json's target_modules",
+        seven_modules_config_one),
+    Row("eval adapter missing a targeted module", E, EVA, 2, "but the weights hold no LoRA tensors",
+        edit_tensors(drop(KEY.format(1, "v_proj", "A"), KEY.format(1, "v_proj", "B")))),
+    Row("barrier adapter missing a targeted module", B, BAD_BOTH, 2, "but the weights hold no LoRA tensors",
+        edit_tensors(drop(KEY.format(1, "v_proj", "A"), KEY.format(1, "v_proj", "B")))),
+    Row("eval adapter with a module the base lacks", E, EVA, 2, "the base model has no such module",
+        edit_tensors(renamed("layers.1.self_attn.q_proj", "layers.9.self_attn.q_proj"))),
+    Row("eval adapter factor of the wrong shape", E, EVA, 2, "needs (4, 32)",
+        edit_tensors(lambda t: {**t, KEY.format(0, "q_proj", "A"): torch.zeros(4, 33)})),
+    Row("barrier adapter factor of the wrong shape", B, BAD_BOTH, 2, "needs (4, 32)",
+        edit_tensors(lambda t: {**t, KEY.format(0, "q_proj", "A"): torch.zeros(4, 33)})),
+    Row("adapter rank differs from its config r", E, EVA, 2, "not of the rank 2",
+        lambda ws, w: edit_config(ws, w, lambda c: {**c, "r": 2})),
+    Row("adapter module without lora_B", E, EVA, 2, "has lora_B missing",
+        edit_tensors(drop(KEY.format(0, "q_proj", "B")))),
+    Row("eval int32 LoRA tensors", E, EVA, 2, "must be floating point",
+        edit_tensors(lambda t: {k: v.to(torch.int32) for k, v in t.items()})),
+    Row("barrier int32 LoRA tensors", B, BAD, 2, "has dtype int32", edit_tensors(lambda t: {k: v.to(torch.int32) for k, v in t.items()})),
+    Row("barrier A fp32, B fp16 (cast to fp32)", B, BAD, 0, "linear path", edit_tensors(fp16, src="b")),
+    Row("barrier A fp32, B bf16 in delta space", B, BAD + " --space delta", 0, "linear path",
+        edit_tensors(lambda t: {k: v.bfloat16() for k, v in t.items()}, src="b")),
+    Row("eval fp16 adapter", E, EVA, 0, "first", edit_tensors(fp16)),
+    Row("mcl.json records another adapter's weights", B, BAD, 2, "not the weights", sidecar_of("b")),
+    Row("eval mcl.json records another adapter's weights", E, EVA, 2, "not the weights", sidecar_of("b")),
+    Row("mcl.json sha256 is a number", B, BAD, 2, "sha256 must be a string",
+        lambda ws, w: edit_config(ws, w, lambda c: {"sha256": 5}, file="mcl.json")),
+    # locks: one writer per output; a dead writer's lock is taken over, another host's is not
+    Row("barrier --out in use by a live process", B, SWEEP + " --out {ws}/out", 2, "is in use by pid",
+        lambda ws, w: lock_record(ws, "out", os.getpid()), around=lambda: holding(".out.lock")),
+    Row("eval --out in use by a live process", E, EV + " --out {ws}/r.json", 2, "is in use by pid",
+        lambda ws, w: lock_record(ws, "r.json", os.getpid()), around=lambda: holding(".r.json.lock")),
+    Row("plane --out in use by a live process", E, "plane {a} {b} {a} --data {t1} --grid 2 --out {ws}/out", 2,
+        "is in use by pid", lambda ws, w: lock_record(ws, "out", os.getpid()), around=lambda: holding(".out.lock")),
+    Row("curve fit --out in use by a live process", E, "curve fit {a} {b} --data {t1} --steps 1 --out {ws}/out", 2,
+        "is in use by pid", lambda ws, w: lock_record(ws, "out", os.getpid()), around=lambda: holding(".out.lock")),
+    Row("data build --out in use by a live process", E, "data build --out {ws}/out", 2, "is in use by pid",
+        lambda ws, w: lock_record(ws, "out", os.getpid()), around=lambda: holding(".out.lock")),
+    Row("train run dir in use by a live process", E, TR, 2, "is in use by pid", held_run_dir,
+        around=lambda: holding("runs/.*.lock")),
+    Row("barrier --out lock of a dead process is taken over", B, SWEEP + " --out {ws}/out", 0, "took over the lock",
+        lambda ws, w: lock_record(ws, "out", dead_pid()), lock_gone_and_written),
+    Row("barrier --out lock written on another host", B, SWEEP + " --out {ws}/out", 2, "written on host elsewhere",
+        lambda ws, w: lock_record(ws, "out", 1, "elsewhere")),
+    # data build never deletes what it did not write
+    Row("data build over a build holding a user file", E, "data build --out {ws}/suite", 2,
+        "notes.txt, which mcl data build did not write", lambda ws, w: fake_build(ws, {"notes.txt": "mine"})),
+    Row("data build over a build with a user file in a task", E, "data build --out {ws}/suite", 2,
+        "stance/mine.json, which mcl data build did not write", lambda ws, w: fake_build(ws, {"stance/mine.json": "[]"})),
+    Row("data build over a build with a changed file", E, "data build --out {ws}/suite", 2,
+        "stance/task.json, changed since", lambda ws, w: fake_build(ws, {}, task_json='{"edited": 1}')),
+    # the sweep cache verifies itself
+    Row("cached loss changed but finite is recomputed", B, SWEEP, 0, "checksum mismatch",
+        sweep_then(edit_records(lambda r: {**r, "loss": r["loss"] + 1.23})), records_sound),
+    Row("cached example_sums x10 are recomputed", B, SWEEP + " --ci 0.9 --out {ws}/out", 0, "checksum mismatch",
+        ci_sweep_then(edit_records(lambda r: {**r, "example_sums": [10 * x for x in r["example_sums"]]})),
+        ci_as_first_run),
+    Row("cached record with a wrongly typed field is recomputed", B, SWEEP, 0, "metric_name must be a string",
+        sweep_then(edit_records(lambda r: {**r, "metric_name": 5})), records_sound),
+    Row("cached per-example lists of different lengths are recomputed", B, SWEEP + " --ci 0.9", 0,
+        "per-example lists of lengths", ci_sweep_then(edit_records(lambda r: {**r, "example_counts": [1.0]})),
+        records_sound),
+    Row("cached record without checksum is recomputed", B, SWEEP, 0, "missing checksum",
+        sweep_then(edit_records(lambda r: {k: v for k, v in r.items() if k != "checksum"})), records_sound),
+    # a dir never mixes two invocations' outputs
+    Row("barrier --out reused without --attribute", B, SWEEP + " --out {ws}/out", 0, "linear path",
+        lambda ws, w: run_cli(B, fmt(SWEEP + " --attribute layers --out {ws}/out", ws, w).split()), no_attribution),
+    Row("eval --out reused with fewer tasks", E, "eval --model {base} --tasks {t1} --limit 2 --out {ws}/r.json", 0,
+        "first", lambda ws, w: run_cli(E, fmt("eval --model {base} --tasks {t1} {t2} --limit 2 --out {ws}/r.json", ws,
+                                              w).split()), one_prediction_file),
+]
+
+
 def test_table_has_every_class():
     assert len(ROWS) >= 60
     assert len({r.case for r in ROWS}) == len(ROWS)

@@ -1,17 +1,158 @@
-"""Compatibility of two LoRA adapters before they are interpolated or compared.
+"""Checks of LoRA adapters: against their own config, against a base model, and against each other.
 
-Each check is one entry in CHECKS: (field name, function returning a mismatch description or None).
-`factors` space needs identical LoRA settings and tensor shapes; `delta` tolerates different ranks
-(only the shape of ΔW must agree); `merged` needs only the same base and ΔW shapes.
+`check_structure` (run by `read_adapter` on every adapter) holds the tensors to what adapter_config.json
+says: every LoRA module is one the config targets, has both factors, the config's rank and a floating
+dtype. `check_fits` holds them to a base model: the weights adapt exactly the modules the config targets
+in that model (none missing, none extra) with factors of its shapes (A: r × in, B: out × r).
+`same_dtype` casts adapters of mixed precision to their common dtype before they are combined.
+
+Two adapters: each check is one entry in CHECKS: (field name, function returning a mismatch description
+or None). `factors` space needs identical LoRA settings and tensor shapes; `delta` tolerates different
+ranks (only the shape of ΔW must agree); `merged` needs only the same base and ΔW shapes.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Callable
+from dataclasses import replace
+from types import SimpleNamespace
+from typing import Callable, Sequence
+
+import torch
 
 from mcl.adapters.io import AdapterState
 from mcl.errors import MclError
+
+PREFIX = "base_model.model."  # PEFT's prefix of saved keys
+FACTOR_PARTS = {  # saved-key suffix -> part of a LoRA module
+    ".lora_A.weight": "A", ".lora_B.weight": "B", ".lora_embedding_A": "A", ".lora_embedding_B": "B",
+    ".lora_magnitude_vector": "magnitude",
+}
+
+
+def pattern_value(pattern: dict | None, module: str):
+    """The value of the first `rank_pattern`/`alpha_pattern` key matching `module` (PEFT's rule), else None."""
+    for key, value in (pattern or {}).items():
+        if re.match(rf"(.*\.)?({key})$", module):
+            return value
+    return None
+
+
+def module_rank(config: dict, module: str) -> int:
+    """The rank the config gives one module: its `rank_pattern` entry, else `r`."""
+    r = pattern_value(config.get("rank_pattern"), module)
+    return config.get("r", 8) if r is None else r
+
+
+def lora_modules(state: AdapterState) -> dict[str, dict[str, torch.Tensor]]:
+    """LoRA tensors by module (name inside the base model) and part (A, B, magnitude); other tensors left out."""
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for key, t in state.tensors.items():
+        for suffix, part in FACTOR_PARTS.items():
+            if key.endswith(suffix):
+                out.setdefault(key[: -len(suffix)].removeprefix(PREFIX), {})[part] = t
+    return out
+
+
+def _targets(config: dict, linear_names: Sequence[str] | None = None) -> SimpleNamespace | None:
+    """The config's targeting fields as PEFT reads them (None when it names no targets); `all-linear` expands
+    to `linear_names` when given, else matches every module."""
+    targets = config.get("target_modules")
+    if targets is None:
+        return None
+    if targets == "all-linear":
+        targets = list(linear_names) if linear_names is not None else ".*"
+    return SimpleNamespace(target_modules=targets, exclude_modules=config.get("exclude_modules"),
+                           modules_to_save=config.get("modules_to_save"), target_parameters=None,
+                           layers_to_transform=config.get("layers_to_transform"),
+                           layers_pattern=config.get("layers_pattern"))
+
+
+def _targeted(targets: SimpleNamespace | None, module: str) -> bool:
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    return targets is None or bool(check_target_module_exists(targets, module))
+
+
+def check_structure(state: AdapterState) -> None:
+    """One-line MclError unless every LoRA module is one the config targets, with an A and a B of the config's
+    rank, and every tensor is floating point (what PEFT would load, not silently drop or mis-scale)."""
+    where = state.label
+    for key, t in state.tensors.items():
+        if not t.is_floating_point():
+            raise MclError(f"{where}: tensor {key} has dtype {str(t.dtype).removeprefix('torch.')}; LoRA tensors "
+                           "must be floating point (float32, float16 or bfloat16)")
+    modules = lora_modules(state)
+    targets = _targets(state.config)
+    extra = sorted(m for m in modules if not _targeted(targets, m))
+    if extra:
+        raise MclError(f"{where}: the weights hold LoRA tensors for {extra[0]} ({len(extra)} of {len(modules)} "
+                       f"modules), which adapter_config.json's target_modules {state.config.get('target_modules')!r} "
+                       "does not name: the config and the weights disagree")
+    for module, parts in sorted(modules.items()):
+        if "A" not in parts or "B" not in parts:
+            raise MclError(f"{where}: {module} has lora_{'B' if 'A' in parts else 'A'} missing (a LoRA module needs "
+                           "both factors)")
+        r = module_rank(state.config, module)
+        if parts["A"].dim() < 2 or parts["B"].dim() < 2 or parts["A"].shape[0] != r or parts["B"].shape[1] != r:
+            raise MclError(f"{where}: {module} has factors A {tuple(parts['A'].shape)} and B {tuple(parts['B'].shape)}, "
+                           f"not of the rank {r} that adapter_config.json gives it")
+
+
+def _dims(layer: torch.nn.Module) -> tuple[int, int] | None:
+    """(in, out) of a layer LoRA can adapt as a matrix (Linear, GPT-2's Conv1D, Embedding), else None."""
+    if isinstance(layer, torch.nn.Embedding):
+        return layer.num_embeddings, layer.embedding_dim
+    if hasattr(layer, "nf") and hasattr(layer, "nx"):  # transformers' Conv1D: weight is in × out
+        return layer.nx, layer.nf
+    if hasattr(layer, "in_features") and hasattr(layer, "out_features"):
+        return layer.in_features, layer.out_features
+    return None
+
+
+def check_fits(state: AdapterState, model: torch.nn.Module) -> None:
+    """One-line MclError naming the first difference between the adapter and what its config targets in `model`:
+    a targeted module without LoRA tensors, tensors for a module the model lacks or the config does not target,
+    or a factor whose shape is not A: r × in, B: out × r (magnitude: out)."""
+    from mcl.adapters.lora import linear_module_names
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    layers = {name: getattr(m, "base_layer", m) for name, m in base.named_modules()
+              if name and "lora_" not in name and not name.endswith("base_layer")}
+    present = lora_modules(state)
+    targets = _targets(state.config, linear_module_names(base))
+    expected = {name for name, layer in layers.items() if _dims(layer) and _targeted(targets, name)
+                and (targets is not None or name in present)}
+    where = state.label
+    extra = sorted(set(present) - expected)
+    if extra:
+        why = "the base model has no such module" if extra[0] not in layers else "the config does not target it there"
+        raise MclError(f"{where}: the weights hold LoRA tensors for {extra[0]} ({len(extra)} module(s)); {why}")
+    missing = sorted(expected - set(present))
+    if missing:
+        raise MclError(f"{where}: adapter_config.json targets {missing[0]} ({len(missing)} module(s) of the base "
+                       "model) but the weights hold no LoRA tensors for it")
+    for module, parts in sorted(present.items()):
+        n_in, n_out = _dims(layers[module])
+        r = parts["A"].shape[0]
+        want = {"A": (r, n_in), "B": (n_out, r), "magnitude": (n_out,)}
+        for part, t in sorted(parts.items()):
+            if tuple(t.shape) != want[part]:
+                raise MclError(f"{where}: {module} {part} is {tuple(t.shape)}; the base model's {module} "
+                               f"({n_in} in, {n_out} out) needs {want[part]}")
+
+
+def same_dtype(states: Sequence[AdapterState]) -> list[AdapterState]:
+    """The states with every tensor cast to the dtype all their dtypes promote to (float16 with bfloat16 or
+    float32 gives float32), so mixed-precision adapters can be combined; states already agreeing are returned as
+    they are (no copy, gradients kept)."""
+    dtypes = {t.dtype for s in states for t in s.tensors.values()}
+    if len(dtypes) <= 1:
+        return list(states)
+    common = next(iter(dtypes))
+    for d in dtypes:
+        common = torch.promote_types(common, d)
+    return [replace(s, tensors={k: t.to(common) for k, t in s.tensors.items()}) for s in states]
 
 
 def _norm_targets(cfg: dict) -> object:

@@ -1,8 +1,11 @@
 """Reading and writing PEFT adapter dirs (adapter_config.json + adapter_model.safetensors).
 
 Any LoRA dir written by plain peft is valid input; mcl adds an optional sidecar `mcl.json`
-(task, step, method, base model id, content hash) that is never required for reading.
-Only safetensors are read: no pickle loads.
+(task, step, method, base model id, sha256 of the weights file) that is never required for reading.
+Only safetensors are read: no pickle loads. `read_adapter` is the one way every command reads an
+adapter: the tensors must be what the config describes (`mcl.adapters.compat.check_structure`), the
+sidecar's sha256 must be the weights' own, and given the base model, the tensors must fit it
+(`check_fits`).
 """
 
 from __future__ import annotations
@@ -81,14 +84,20 @@ def _check_config(config: dict[str, Any], where: Path) -> None:
 
 def _check_sidecar(meta: dict[str, Any], where: Path) -> None:
     """The sidecar fields mcl reads are strings when present."""
-    for key in ("base_model", "task", "learner", "method"):
+    for key in ("base_model", "task", "learner", "method", "sha256"):
         if meta.get(key) is not None and not isinstance(meta[key], str):
             raise MclError(f"{where}: {key} must be a string, got {meta[key]!r} (the sidecar is optional: "
                            "fix or delete it)")
 
 
-def read_adapter(path: str | Path, check_finite: bool = True) -> AdapterState:
-    """Load a PEFT LoRA dir into an AdapterState; every failure is a one-line MclError."""
+def read_adapter(path: str | Path, check_finite: bool = True, base: torch.nn.Module | None = None) -> AdapterState:
+    """Load a PEFT LoRA dir into an AdapterState, checked against its config (and `base` when given).
+
+    Every failure is a one-line MclError: malformed files, NaN/Inf, tensors the config does not describe,
+    weights that are not the ones mcl.json records, and (with `base`) modules or shapes that do not fit it.
+    """
+    from mcl.adapters.compat import check_fits, check_structure
+
     path = Path(path)
     if not path.exists():
         raise MclError(f"adapter dir {path} does not exist")
@@ -121,7 +130,15 @@ def read_adapter(path: str | Path, check_finite: bool = True) -> AdapterState:
     if (path / SIDECAR).is_file():
         meta = read_json_object(path / SIDECAR, "the mcl sidecar")
         _check_sidecar(meta, path / SIDECAR)
-    return AdapterState(config=config, tensors=tensors, path=str(path), meta=meta)
+    state = AdapterState(config=config, tensors=tensors, path=str(path), meta=meta)
+    check_structure(state)
+    if meta.get("sha256") and meta["sha256"] != sha256_file(weights):
+        raise MclError(f"{weights}: not the weights {path / SIDECAR} records (sha256 differs): the weights were replaced "
+                       "or the sidecar is another adapter's; restore them, or delete mcl.json to read the weights as "
+                       "a plain PEFT adapter")
+    if base is not None:
+        check_fits(state, base)
+    return state
 
 
 def save_adapter(model, out_dir: str | Path, adapter_name: str = "default", meta: dict[str, Any] | None = None) -> Path:

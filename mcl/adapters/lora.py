@@ -105,11 +105,20 @@ def set_state(
     state: dict[str, torch.Tensor],
     adapter_name: str = "default",
     params: dict[str, torch.nn.Parameter] | None = None,
+    where: str = "adapter state",
 ) -> None:
-    """Copy `state` into the live LoRA tensors in place (pass `params` to skip the name lookup)."""
+    """Copy `state` into the live LoRA tensors in place (pass `params` to skip the name lookup).
+
+    A state whose keys or shapes differ from the live tensors is a one-line MclError naming `where` and
+    the first difference (e.g. a resume state of another LoRA configuration).
+    """
     params = params if params is not None else lora_parameters(model, adapter_name)
     if params.keys() != state.keys():
-        missing = sorted(set(params) ^ set(state))[:3]
-        raise ValueError(f"adapter state does not match the model's LoRA tensors (e.g. {missing})")
+        key = sorted(set(params) ^ set(state))[0]
+        side = "the model" if key in params else where
+        raise MclError(f"{where} does not match the model's LoRA tensors: {key} exists only in {side}")
     for k, p in params.items():
+        if p.shape != state[k].shape:
+            raise MclError(f"{where} does not match the model's LoRA tensors: {k} is {tuple(state[k].shape)}, "
+                           f"the model's is {tuple(p.shape)}")
         p.copy_(state[k])

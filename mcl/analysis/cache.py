@@ -4,6 +4,11 @@ A key is the SHA-256 of a description holding everything the number depends on: 
 fingerprint, the point (path kind, space, node content hashes and t — or plane weights), the task's
 data hash and the evaluation settings. Records are written atomically, so an interrupted sweep
 leaves only complete records and a repeated one recomputes only what is missing.
+
+A record verifies itself: it carries the SHA-256 of its key and content (`checksum`), and on reading its
+fields are checked (types, finite numbers, per-example lists of one length: the task's example count)
+before the checksum. A record that fails (edited, truncated, copied under another key, wrongly typed) is
+never served: it is recomputed, with one line on stderr naming the file and what was wrong.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import weakref
 from pathlib import Path
 from typing import Any
@@ -20,7 +26,7 @@ import torch
 
 from mcl.io import cache_root, sha256_json, write_json_atomic
 
-CACHE_VERSION = 1  # bump when what a record means changes (loss convention, record fields)
+CACHE_VERSION = 2  # bump when what a record means changes (loss convention, record fields); 2: checksums
 
 
 class PointCache:
@@ -37,27 +43,68 @@ class PointCache:
     def _file(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"
 
-    def get(self, key: str) -> dict[str, Any] | None:
-        """The record stored under `key`, or None (also for a corrupt or non-finite record: it is recomputed)."""
+    def get(self, key: str, examples: int | None = None) -> dict[str, Any] | None:
+        """The record stored under `key` (without its checksum), or None when there is none or it fails its checks
+        (said on stderr; the caller recomputes it). `examples`: how many per-example entries it must hold, if any."""
+        f = self._file(key)
         try:
-            record = json.loads(self._file(key).read_text(encoding="utf-8"))
-        except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
+            record = json.loads(f.read_text(encoding="utf-8"))
+        except (FileNotFoundError, NotADirectoryError):
             return None
-        return record if _valid_record(record) else None
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+            problem = f"unreadable ({type(e).__name__})"
+        else:
+            problem = record_problem(record, key, examples)
+        if problem:
+            print(f"mcl: sweep cache record {f} is {problem}; recomputing it", file=sys.stderr)
+            return None
+        return {k: v for k, v in record.items() if k != "checksum"}
 
     def put(self, key: str, record: dict[str, Any]) -> None:
-        """Store a record atomically."""
-        write_json_atomic(self._file(key), record)
+        """Store a record atomically, with the checksum of its key and content."""
+        write_json_atomic(self._file(key), {**record, "checksum": _checksum(key, record)})
 
 
-def _valid_record(record: Any) -> bool:
-    """A record is a dict with a finite float loss and a numeric-or-null metric."""
+def _checksum(key: str, record: dict[str, Any]) -> str:
+    return sha256_json({"key": key, "record": {k: v for k, v in record.items() if k != "checksum"}})
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+FIELD_CHECKS: dict[str, tuple[Any, str]] = {  # field -> (check of its value, what it must be); a registry, in order
+    "loss": (_finite, "a finite number"),
+    "metric": (lambda v: v is None or _finite(v), "null or a finite number"),
+    "metric_name": (lambda v: isinstance(v, str), "a string"),
+    "higher_is_better": (lambda v: isinstance(v, bool), "true or false"),
+    "example_sums": (lambda v: isinstance(v, list) and all(_finite(x) for x in v), "a list of finite numbers"),
+    "example_counts": (lambda v: isinstance(v, list) and all(_finite(x) and x >= 0 for x in v),
+                       "a list of counts"),
+}
+REQUIRED = ("loss", "metric", "metric_name", "higher_is_better", "checksum")
+
+
+def record_problem(record: Any, key: str, examples: int | None = None) -> str | None:
+    """What is wrong with a stored record (None when it is sound): its type, a field's type or value, per-example
+    lists of different lengths (or not `examples` long), or a checksum that is not that of its key and content."""
     if not isinstance(record, dict):
-        return False
-    loss, metric = record.get("loss"), record.get("metric")
-    number = (int, float)
-    return (isinstance(loss, number) and not isinstance(loss, bool) and math.isfinite(loss)
-            and (metric is None or (isinstance(metric, number) and math.isfinite(metric))))
+        return f"not a JSON object ({type(record).__name__})"
+    missing = [k for k in REQUIRED if k not in record]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    for name, (ok, what) in FIELD_CHECKS.items():
+        if name in record and not ok(record[name]):
+            return f"wrong: {name} must be {what}"
+    if ("example_sums" in record) != ("example_counts" in record):
+        return "wrong: example_sums and example_counts come together"
+    if "example_sums" in record:
+        lengths = {len(record["example_sums"]), len(record["example_counts"])}
+        if len(lengths) > 1 or (examples is not None and lengths != {examples}):
+            return f"wrong: per-example lists of lengths {sorted(lengths)} for {examples} examples"
+    if record["checksum"] != _checksum(key, record):
+        return "not what was stored (checksum mismatch)"
+    return None
 
 
 _FINGERPRINTS: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, str]]" = weakref.WeakKeyDictionary()

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from mcl.adapters import AdapterState
+from mcl.adapters.compat import same_dtype
 from mcl.analysis.cache import PointCache
 from mcl.analysis.sweep import PointJob, evaluate_points
 from mcl.errors import MclError
@@ -149,6 +150,7 @@ def plane(
         raise MclError(f"a plane grid needs at least 2 points per side, got {grid}")
     space = get_space(space)
     space.validate([a, b, c])
+    a, b, c = same_dtype([a, b, c])
     basis = PlaneBasis.of(a, b, c, space)
     anchors = {"a": (0.0, 0.0), "b": (basis.norm_u, 0.0), "c": (basis.c_along, basis.norm_v)}
     traj = {name: project(nodes, a, b, c, space, steps) for name, (steps, nodes) in (trajectories or {}).items()}

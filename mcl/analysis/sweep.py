@@ -111,7 +111,7 @@ def evaluate_points(
             applied = False
             for task, tdesc in zip(tasks, task_desc):
                 key = PointCache.key({"base": base, "point": job.describe, "task": tdesc}) if cache else None
-                record = cache.get(key) if cache else None
+                record = cache.get(key, task.loss_evaluator.n) if cache else None
                 hit = (record is not None and (not metric or record.get("metric") is not None)
                        and (not per_example or "example_sums" in record))
                 if not hit:

@@ -1,8 +1,10 @@
 """`mcl-barrier CKPT_A CKPT_B` (also `mcl barrier`): loss and metric barriers along a path between two adapters.
 
-Also the helpers the other analysis commands share: evaluation flags, the base model and task list
-taken from the checkpoints (adapter config / mcl.json sidecar) unless given, and output writing where
-the completion marker (`barrier.json`, `plane.json`, ...) is written last and removed first.
+Also the helpers the other analysis commands share: evaluation flags (and the lock on `--out`, held from the
+checks to the last write), the base model and task list taken from the checkpoints (adapter config / mcl.json
+sidecar) unless given. Outputs are staged and swapped in together (`mcl.io.staged_outputs`): the completion
+marker (`barrier.json`, `plane.json`, ...) is removed first and written last, and an earlier invocation's
+outputs that this one does not write (e.g. attribution.csv without --attribute) are removed in the swap.
 """
 
 from __future__ import annotations
@@ -50,12 +52,14 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
 
 
 MAX_POINTS = 1001
+BARRIER_FILES = ("barrier.json", "path.csv", "path.png", "path.html", "attribution.csv", "attribution.png")
 
 
 def check_eval_args(args: argparse.Namespace) -> None:
     """Refuse bad shared flags and an unwritable or non-directory --out before any work starts."""
     from mcl.eval.evaluate import check_eval_settings
     from mcl.io import check_output
+    from mcl.lock import hold_output
 
     check_eval_settings(args.batch_size, args.max_len, args.limit)
     if args.threads is not None and args.threads < 1:
@@ -67,6 +71,7 @@ def check_eval_args(args: argparse.Namespace) -> None:
         check_model_arg(args.model)
     if getattr(args, "out", None):
         check_output(args.out, "dir")
+        hold_output(args.out, f"--out {args.out}")  # one writer per output dir, until the command ends
 
 
 def check_model_arg(name: str) -> None:
@@ -118,14 +123,22 @@ def tasks_of(states: Sequence[AdapterState], override: Sequence[str] | None) -> 
     return [name if entry is None else load_recorded(entry[0], entry[1]) for name, entry in found.items()]
 
 
-def load_model_and_tasks(args: argparse.Namespace, states: Sequence[AdapterState], split: str | None = None):
-    """(model, tokenizer, task evaluators) for the checkpoints, honouring the shared flags and their text format."""
+def load_model_and_tasks(args: argparse.Namespace, states: Sequence[AdapterState], split: str | None = None,
+                         extra: Sequence[AdapterState] = ()):
+    """(model, tokenizer, task evaluators) for the checkpoints, honouring the shared flags and their text format.
+
+    Every adapter (`states` and the `extra` ones, e.g. control points) is checked against the loaded base
+    model: the modules its config targets there, and their shapes.
+    """
+    from mcl.adapters.compat import check_fits
     from mcl.analysis import evaluators
     from mcl.models import load_base
 
     apply_threads(args)
     names = tasks_of(states, args.tasks)
     model, tokenizer = load_base(base_of(states, args.model), **model_kwargs(args))
+    for state in [*states, *extra]:
+        check_fits(state, model)
     text = text_of(args, [s.meta for s in states])
     return model, tokenizer, evaluators(tokenizer, names, split or args.split, args.batch_size, args.max_len, args.limit,
                                         text)
@@ -134,13 +147,6 @@ def load_model_and_tasks(args: argparse.Namespace, states: Sequence[AdapterState
 def cache_arg(args: argparse.Namespace) -> bool:
     """Whether to use the sweep cache."""
     return not args.no_cache
-
-
-def start_outputs(out: Path, marker: str) -> Path:
-    """Create `out` and remove a stale completion marker, so a failed run never looks complete."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / marker).unlink(missing_ok=True)
-    return out
 
 
 def write_csv(frame: pd.DataFrame, dest: Path) -> None:
@@ -186,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
     """Sweep the path, print the barrier table, write the outputs (barrier.json last)."""
     from mcl.analysis import AdaptiveSearch, Bootstrap, bootstrap_barriers, path_barriers, plot_path, sweep, t_grid
     from mcl.analysis.bootstrap import with_bands
-    from mcl.io import write_json_atomic
+    from mcl.io import staged_outputs, write_json_atomic
     from mcl.paths import align, get_space, make_path, path_class
 
     check_eval_args(args)
@@ -200,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
     path = make_path(kind, [a, *controls, b], space)
     if args.align != "none":  # after the compatibility checks of make_path
         path = make_path(kind, align(path.nodes, args.align), space)
-    model, _, tasks = load_model_and_tasks(args, [a, b])
+    model, _, tasks = load_model_and_tasks(args, [a, b], extra=controls)
     frame = sweep(path, model, tasks, points, args.metric, cache_arg(args), progress=not args.quiet,
                   per_example=settings is not None, merged=args.merge)
     evaluated = sorted(set(frame["t"]))
@@ -230,16 +236,17 @@ def run(args: argparse.Namespace) -> int:
         print(attribution.pivot_table(index="group", columns="task", values="max_minus_linear", sort=False)
               .to_string(float_format=lambda x: f"{x:.4f}"))
     if args.out:
-        out = start_outputs(Path(args.out), "barrier.json")
-        write_csv(frame, out / "path.csv")
-        title = f"{Path(args.a).name} → {Path(args.b).name} ({path.name}, {space.name})"
-        plot_path(frame, out / "path.png", out / "path.html", title=title)
-        if attribution is not None:
-            from mcl.analysis.attribution import plot_attribution
+        out = Path(args.out)
+        with staged_outputs(out, "barrier.json", BARRIER_FILES) as stage:
+            write_csv(frame, stage / "path.csv")
+            title = f"{Path(args.a).name} → {Path(args.b).name} ({path.name}, {space.name})"
+            plot_path(frame, stage / "path.png", stage / "path.html", title=title)
+            if attribution is not None:
+                from mcl.analysis.attribution import plot_attribution
 
-            write_csv(attribution, out / "attribution.csv")
-            plot_attribution(attribution, out / "attribution.png", title=f"{title}, by {args.attribute}")
-        write_json_atomic(out / "barrier.json", result)
+                write_csv(attribution, stage / "attribution.csv")
+                plot_attribution(attribution, stage / "attribution.png", title=f"{title}, by {args.attribute}")
+            write_json_atomic(stage / "barrier.json", result)
         print(f"wrote {out}/barrier.json, path.csv, path.png, path.html" + (", attribution.csv/png" if attribution is not None else ""))
     return 0
 

@@ -13,9 +13,12 @@ import argparse
 from pathlib import Path
 
 from mcl.cli.barrier_cmd import (add_eval_arguments, apply_base_override, cache_arg, check_eval_args,
-                                 load_model_and_tasks, start_outputs, write_csv)
+                                 load_model_and_tasks, write_csv)
 from mcl.cli.common import add_points_argument, choice_argument
 from mcl.errors import MclError
+
+MATRIX_FILES = ("barrier_matrix.json", "barriers.csv", "curves.csv", "barrier_matrix.png", "barrier_matrix.html",
+                "barrier_matrix_metric.png", "barrier_matrix_metric.html")
 
 
 def checkpoint_dirs(paths: list[str], learner: str) -> list[Path]:
@@ -35,7 +38,8 @@ def checkpoint_dirs(paths: list[str], learner: str) -> list[Path]:
 def _matrix(args: argparse.Namespace) -> int:
     from mcl.adapters import read_adapter
     from mcl.analysis import barrier_matrix, plot_barrier_matrix, t_grid
-    from mcl.io import check_output, write_json_atomic
+    from mcl.io import check_output, staged_outputs, write_json_atomic
+    from mcl.lock import hold_output
     from mcl.paths import get_space
 
     check_eval_args(args)
@@ -44,7 +48,10 @@ def _matrix(args: argparse.Namespace) -> int:
     is_run = (Path(args.checkpoints[0]) / "tasks").is_dir()
     if not args.out and not is_run:
         raise MclError("pass --out DIR (the default, RUN_DIR/analysis/barrier-matrix, needs a run dir)")
-    check_output(args.out or Path(args.checkpoints[0]) / "analysis" / "barrier-matrix", "dir")
+    out = Path(args.out or Path(args.checkpoints[0]) / "analysis" / "barrier-matrix")
+    if not args.out:  # check_eval_args checked and locked an explicit --out
+        check_output(out, "dir")
+        hold_output(out)
     states = [read_adapter(d) for d in dirs]
     apply_base_override(states, args.model)
     run_config = Path(args.checkpoints[0]) / "config.yaml"
@@ -63,16 +70,17 @@ def _matrix(args: argparse.Namespace) -> int:
     print(f"linear-path loss barriers (max_minus_linear, {space.name} space, {len(points)} points)")
     print(loss.pivot_table(index=["a", "b"], columns="task", values="max_minus_linear", sort=False)
           .to_string(float_format=lambda x: f"{x:.4f}"))
-    out = start_outputs(Path(args.out or Path(args.checkpoints[0]) / "analysis" / "barrier-matrix"), "barrier_matrix.json")
-    write_csv(bm.barriers, out / "barriers.csv")
-    write_csv(bm.curves, out / "curves.csv")
-    plot_barrier_matrix(bm, out / "barrier_matrix.png", out / "barrier_matrix.html")
-    if args.metric:
-        plot_barrier_matrix(bm, out / "barrier_matrix_metric.png", out / "barrier_matrix_metric.html", measure="metric")
-    write_json_atomic(out / "barrier_matrix.json", {
-        "checkpoints": [str(d) for d in dirs], "labels": labels, "space": space.name, "points": points,
-        "split": args.split, "barriers": bm.barriers.to_dict(orient="records"),
-    })
+    with staged_outputs(out, "barrier_matrix.json", MATRIX_FILES) as stage:
+        write_csv(bm.barriers, stage / "barriers.csv")
+        write_csv(bm.curves, stage / "curves.csv")
+        plot_barrier_matrix(bm, stage / "barrier_matrix.png", stage / "barrier_matrix.html")
+        if args.metric:
+            plot_barrier_matrix(bm, stage / "barrier_matrix_metric.png", stage / "barrier_matrix_metric.html",
+                                measure="metric")
+        write_json_atomic(stage / "barrier_matrix.json", {
+            "checkpoints": [str(d) for d in dirs], "labels": labels, "space": space.name, "points": points,
+            "split": args.split, "barriers": bm.barriers.to_dict(orient="records"),
+        })
     print(f"wrote {out}/barrier_matrix.json, barriers.csv, curves.csv, barrier_matrix.png, barrier_matrix.html")
     return 0
 

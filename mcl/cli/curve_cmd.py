@@ -21,9 +21,11 @@ from mcl.errors import MclError
 
 def _fit(args: argparse.Namespace) -> int:
     from mcl.adapters import read_adapter
+    from mcl.adapters.compat import check_fits
     from mcl.analysis.objective import TaskObjective
     from mcl.data.load import load_tasks
     from mcl.io import check_output
+    from mcl.lock import hold_output
     from mcl.models import load_base
     from mcl.paths.fit import FitConfig, fit_curve
 
@@ -35,6 +37,7 @@ def _fit(args: argparse.Namespace) -> int:
     if args.model is not None:
         check_model_arg(args.model)
     check_output(args.out, "dir")
+    hold_output(args.out, f"--out {args.out}")  # one fit per checkpoint dir
     config = FitConfig(path=args.path, space=args.space, controls=args.controls, steps=args.steps, lr=args.lr,
                        weight_decay=args.weight_decay, seed=args.seed, checkpoint_every=args.checkpoint_every)
     apply_threads(args)
@@ -42,6 +45,8 @@ def _fit(args: argparse.Namespace) -> int:
     apply_base_override([a, b], args.model)
     tasks = load_tasks(tasks_of([a, b], args.tasks))
     model, tokenizer = load_base(base_of([a, b], args.model), **model_kwargs(args))
+    for state in (a, b):
+        check_fits(state, model)
     objective = TaskObjective(tokenizer, tasks, "train", args.batch_size, args.max_len, args.seed,
                               text_of(args, [a.meta, b.meta]))
     _, history = fit_curve(a, b, model, objective.loss, config, Path(args.out), progress=not args.quiet)

@@ -11,9 +11,10 @@ from mcl.errors import MclError
 
 
 def _build(args: argparse.Namespace) -> int:
-    from mcl.data.suite import SHIPPED_DIR, SUITE, build_suite, compare_with_shipped, is_shipped
+    from mcl.data.suite import SHIPPED_DIR, SUITE, build_suite, compare_with_shipped, default_suite_dir, is_shipped
     from mcl.data.suite.common import Sizes
     from mcl.io import check_output
+    from mcl.lock import hold_output
 
     defaults = Sizes()
     sizes = Sizes(*(getattr(args, s) if getattr(args, s) is not None else defaults.of(s) for s in ("train", "eval", "test")))
@@ -21,6 +22,7 @@ def _build(args: argparse.Namespace) -> int:
         raise MclError(f"--train, --eval and --test must be >= 1 (got {sizes.train}, {sizes.eval}, {sizes.test})")
     if args.out:
         check_output(args.out, "dir")
+    hold_output(args.out or default_suite_dir(args.seed, sizes))  # one build per dir
     out = build_suite(args.out, args.seed, sizes)
     print(f"wrote {len(SUITE)} tasks ({sizes.train}/{sizes.eval}/{sizes.test} train/eval/test) to {out}")
     for name in SUITE:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from contextlib import nullcontext
 from pathlib import Path
 
 from mcl.cli.common import add_eval_arguments, add_model_argument, add_quiet_argument, add_tasks_argument, apply_threads
@@ -18,16 +19,17 @@ from mcl.errors import MclError
 
 def load_model(model: str, adapter: str | None, **load_kwargs):
     """(model, tokenizer): a base model by name/dir/hub id (`load_kwargs`: device, dtype), PEFT adapter on top."""
+    from mcl.adapters import read_adapter
+    from mcl.adapters.compat import check_fits
     from mcl.models import load_base
 
+    state = read_adapter(adapter) if adapter is not None else None  # a bad adapter fails before the model loads
     base, tokenizer = load_base(model, **load_kwargs)
-    if adapter is None:
+    if state is None:
         return base, tokenizer
     from peft import PeftModel
 
-    from mcl.adapters import read_adapter
-
-    read_adapter(adapter)  # config, weights and finiteness checked as for every other command
+    check_fits(state, base)  # as for every other command: the modules its config targets in this base, their shapes
     try:
         return PeftModel.from_pretrained(base, adapter).eval(), tokenizer
     except (ValueError, RuntimeError, KeyError, TypeError) as e:
@@ -65,7 +67,8 @@ def _eval(args: argparse.Namespace) -> int:
 
     from mcl.data.load import load_tasks
     from mcl.eval.evaluate import TaskEvaluator, check_eval_settings
-    from mcl.io import check_output, write_json_atomic
+    from mcl.io import check_output, staged_outputs, write_json_atomic
+    from mcl.lock import hold_output
     from mcl.train.records import write_predictions
 
     check_eval_settings(args.batch_size, args.max_len, args.limit)
@@ -73,26 +76,30 @@ def _eval(args: argparse.Namespace) -> int:
         raise MclError(f"--threads must be >= 1, got {args.threads}")
     if args.out:
         check_output(args.out, "file")
+        hold_output(args.out, f"--out {args.out}")  # one writer for FILE and FILE-predictions/
     apply_threads(args)
     tasks = load_tasks(args.tasks)
     model, tokenizer = load_model(args.model, args.adapter, **model_kwargs(args))
     text = text_of(args, [_sidecar(args.adapter)] if args.adapter else [])
     rows = []
-    bar = tqdm(tasks, desc="eval", unit="task", disable=args.quiet)
-    for task in bar:
-        bar.set_postfix_str(task.name)
-        records: list[dict] = []
-        evaluator = TaskEvaluator(tokenizer, task, args.split, args.batch_size, args.max_len, args.limit, text)
-        rows.append(evaluator.evaluate(model, args.metric, records))
-        if not math.isfinite(rows[-1]["loss"]):
-            raise MclError(f"non-finite loss on task {task.name}: check the model and adapter weights")
-        if args.out and records:
-            write_predictions(predictions_dir(args.out) / f"{args.split}-{task.name}.jsonl", records)
-    print(format_table(rows))
-    if args.out:
-        result = {"model": args.model, "adapter": args.adapter, "split": args.split, "max_len": args.max_len,
-                  "text": text.describe(), "results": rows}
-        write_json_atomic(args.out, result)
+    out, preds = (Path(args.out), predictions_dir(args.out)) if args.out else (None, None)
+    # FILE and FILE-predictions/ are swapped in together: an earlier run's predictions never stay beside new results
+    with staged_outputs(out.parent, out.name, (out.name, preds.name)) if out else nullcontext() as stage:
+        bar = tqdm(tasks, desc="eval", unit="task", disable=args.quiet)
+        for task in bar:
+            bar.set_postfix_str(task.name)
+            records: list[dict] = []
+            evaluator = TaskEvaluator(tokenizer, task, args.split, args.batch_size, args.max_len, args.limit, text)
+            rows.append(evaluator.evaluate(model, args.metric, records))
+            if not math.isfinite(rows[-1]["loss"]):
+                raise MclError(f"non-finite loss on task {task.name}: check the model and adapter weights")
+            if stage and records:
+                write_predictions(stage / preds.name / f"{args.split}-{task.name}.jsonl", records)
+        print(format_table(rows))
+        if stage:
+            result = {"model": args.model, "adapter": args.adapter, "split": args.split, "max_len": args.max_len,
+                      "text": text.describe(), "results": rows}
+            write_json_atomic(stage / out.name, result)
     return 0
 
 

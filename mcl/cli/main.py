@@ -10,6 +10,7 @@ import warnings
 from typing import Callable
 
 from mcl.errors import MclError
+from mcl.lock import release_held
 
 SUBCOMMANDS = ["models", "adapters", "data", "eval", "barrier", "curve", "plane", "barrier_matrix", "train", "report", "list"]
 
@@ -53,6 +54,8 @@ def run_cli(build: Callable[[], argparse.ArgumentParser], argv: list[str] | None
     except KeyboardInterrupt:
         print(f"{build().prog}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        release_held()  # the --out locks a command took
 
 
 def build_parser() -> argparse.ArgumentParser:

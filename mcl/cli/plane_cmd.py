@@ -11,15 +11,17 @@ import argparse
 from pathlib import Path
 
 from mcl.cli.barrier_cmd import (add_eval_arguments, apply_base_override, cache_arg, check_eval_args,
-                                 load_model_and_tasks, start_outputs, write_csv)
+                                 load_model_and_tasks, write_csv)
 from mcl.cli.common import choice_argument
 from mcl.errors import MclError
+
+PLANE_FILES = ("plane.json", "plane.csv", "plane.png", "plane.html", "trajectories.csv")
 
 
 def _plane(args: argparse.Namespace) -> int:
     from mcl.adapters import read_adapter
     from mcl.analysis import plane, plot_plane, snapshot_trajectories
-    from mcl.io import write_json_atomic
+    from mcl.io import staged_outputs, write_json_atomic
     from mcl.paths import get_space, make_path
 
     check_eval_args(args)
@@ -35,25 +37,28 @@ def _plane(args: argparse.Namespace) -> int:
     traj = snapshot_trajectories(args.snapshots, args.snapshots_start) if args.snapshots else None
     if traj:
         space.validate([a, b, c, *(n for _, nodes in traj.values() for n in nodes)])
-    model, _, tasks = load_model_and_tasks(args, [a, b, c])
+    model, _, tasks = load_model_and_tasks(args, [a, b, c],
+                                           extra=[n for _, nodes in (traj or {}).values() for n in nodes])
     pl = plane(a, b, c, model, tasks, args.grid, args.margin, space, drawn, args.metric, cache_arg(args),
                progress=not args.quiet, trajectories=traj)
     summary = pl.frame.groupby("task")["loss"].agg(["min", "max"])
     print(f"plane through {args.a}, {args.b}, {args.c} ({space.name} space, {args.grid}x{args.grid} grid)")
     print(summary.to_string(float_format=lambda x: f"{x:.4f}"))
-    out = start_outputs(Path(args.out), "plane.json")
-    write_csv(pl.frame, out / "plane.csv")
-    if pl.trajectories:
-        import pandas as pd
+    out = Path(args.out)
+    with staged_outputs(out, "plane.json", PLANE_FILES) as stage:
+        write_csv(pl.frame, stage / "plane.csv")
+        if pl.trajectories:
+            import pandas as pd
 
-        write_csv(pd.concat([t.assign(learner=name) for name, t in pl.trajectories.items()]), out / "trajectories.csv")
-    plot_plane(pl, out / "plane.png", out / "plane.html")
-    write_json_atomic(out / "plane.json", {
-        "a": args.a, "b": args.b, "c": args.c, "space": space.name, "grid": args.grid, "margin": args.margin,
-        "anchors": pl.anchors, "drawn": args.draw, "split": args.split, "tasks": sorted(set(pl.frame.task)),
-        "curve": None if pl.curve is None else pl.curve.to_dict(orient="list"), "snapshots": args.snapshots,
-        "trajectories": {name: t.to_dict(orient="list") for name, t in pl.trajectories.items()},
-    })
+            write_csv(pd.concat([t.assign(learner=name) for name, t in pl.trajectories.items()]),
+                      stage / "trajectories.csv")
+        plot_plane(pl, stage / "plane.png", stage / "plane.html")
+        write_json_atomic(stage / "plane.json", {
+            "a": args.a, "b": args.b, "c": args.c, "space": space.name, "grid": args.grid, "margin": args.margin,
+            "anchors": pl.anchors, "drawn": args.draw, "split": args.split, "tasks": sorted(set(pl.frame.task)),
+            "curve": None if pl.curve is None else pl.curve.to_dict(orient="list"), "snapshots": args.snapshots,
+            "trajectories": {name: t.to_dict(orient="list") for name, t in pl.trajectories.items()},
+        })
     print(f"wrote {out}/plane.json, plane.csv, plane.png, plane.html")
     return 0
 

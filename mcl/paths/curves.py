@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Sequence
 import torch
 
 from mcl.adapters import AdapterState
+from mcl.adapters.compat import same_dtype
 from mcl.errors import MclError
 from mcl.paths.lora_math import content_hash
 from mcl.paths.spaces import Binding, Space, get_space
@@ -29,7 +30,7 @@ class InterpolationPath:
         if len(nodes) < 2 or (self.max_nodes and len(nodes) > self.max_nodes):
             wanted = f"exactly {self.max_nodes}" if self.max_nodes else "at least 2"
             raise MclError(f"a {self.name} path takes {wanted} adapters (endpoints and control points), got {len(nodes)}")
-        self.nodes = list(nodes)
+        self.nodes = same_dtype(nodes)  # mixed precision (fp32 with fp16/bf16) is combined in the common dtype
         self.space = get_space(space)
         self.space.validate(self.nodes)
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from dataclasses import dataclass
 
 import torch
 
 from mcl.adapters import AdapterState
+from mcl.adapters.compat import pattern_value
 from mcl.errors import MclError
 
 FACTOR_SUFFIXES = {  # saved-key suffix of A → (suffix of B, is an embedding: ΔW = (B·A)ᵀ)
@@ -60,17 +60,10 @@ def lora_terms(state: AdapterState, space: str) -> list[LoraTerm]:
     return terms
 
 
-def _pattern_value(pattern: dict | None, module: str):
-    for key, value in (pattern or {}).items():
-        if re.match(rf"(.*\.)?({key})$", module):
-            return value
-    return None
-
-
 def module_scale(state: AdapterState, term: LoraTerm) -> float:
     """The LoRA scale s of one module (α/r, or α/√r with rsLoRA), r read from the A tensor's shape."""
     r = state.tensors[term.a_key].shape[0]
-    alpha = _pattern_value(state.config.get("alpha_pattern"), term.relative_module)
+    alpha = pattern_value(state.config.get("alpha_pattern"), term.relative_module)
     alpha = state.config.get("lora_alpha", r) if alpha is None else alpha
     return alpha / math.sqrt(r) if state.config.get("use_rslora") else alpha / r
 

@@ -22,9 +22,9 @@ import json
 import math
 import os
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import yaml
@@ -36,6 +36,7 @@ from mcl.data import load_tasks, text_meta
 from mcl.data.load import task_record
 from mcl.errors import MclError
 from mcl.io import atomic_path, check_output, write_json_atomic, write_text_atomic
+from mcl.lock import OutputLock
 from mcl.train.config import RunConfig
 from mcl.train.losses import mean_ce, to_device
 from mcl.train.data import TaskData, encode_tasks, label_tokens, make_batch, step_label_tokens
@@ -94,7 +95,8 @@ def _load_state(state_dir: Path, method, accelerator, optimizer=None) -> dict[st
     adapters = load_file(state_dir / "adapters.safetensors")
     for name in method.adapter_names():
         prefix = f"{name}::"
-        set_state(peft, {k[len(prefix):]: v for k, v in adapters.items() if k.startswith(prefix)}, name)
+        set_state(peft, {k[len(prefix):]: v for k, v in adapters.items() if k.startswith(prefix)}, name,
+                  where=f"{state_dir / 'adapters.safetensors'} ({name})")
     own_file = _rank_file(state_dir, accelerator.process_index)
     if not own_file.is_file():
         raise MclError(f"{state_dir} has no {own_file.name} (written by an older mcl?): resume it with the "
@@ -123,6 +125,38 @@ def _read_progress(state_dir: Path) -> dict[str, Any]:
         raise MclError(f"{path} is corrupt (expected {{phase, step, phases_done}} counts): the resume point is "
                        f"unknown; restore it or delete {state_dir.parent} to start the run over")
     return progress
+
+
+def _resume_point(state_dir: Path, world: int) -> dict[str, Any]:
+    """The run's progress ({} when new); a corrupt one, or one of another number of processes, is an MclError."""
+    progress = _read_progress(state_dir)
+    if progress and progress.get("processes", 1) != world:
+        raise MclError(f"{state_dir.parent} was checkpointed by {progress.get('processes', 1)} processes (one replay "
+                       f"shard and RNG each); resume it with {progress.get('processes', 1)}, not {world}")
+    return progress
+
+
+@contextmanager
+def _run_dir_lock(run_dir: Path, accelerator) -> Iterator[None]:
+    """Hold the run dir's lock while the run writes it: the main process takes it, and under torchrun every
+    process stops together (the same one-line error) when another run holds it."""
+    lock = OutputLock(run_dir, f"run dir {run_dir}")
+    failure = None
+    if accelerator.is_main_process:
+        try:
+            lock.acquire()
+        except (MclError, OSError) as e:
+            failure = str(e) if isinstance(e, MclError) else f"cannot lock {run_dir}: {e.strerror or e}"
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        failure = broadcast_object_list([failure])[0]
+    if failure:
+        raise MclError(failure)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def batch_sizes(cfg: RunConfig, processes: int) -> dict[str, int]:
@@ -157,8 +191,14 @@ def resolve_run_dir(cfg: RunConfig) -> Path:
 def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | None = None) -> Path:
     """Run (or resume) a continual-learning run; return its run directory.
 
+    One process (or torchrun job) writes a run dir at a time: a second one is refused, naming the holder.
     `stop_at=(phase, step)` (tests) raises right after the checkpoint at that step, like a kill.
     """
+    with ExitStack() as hold:  # the run-dir lock, released however the run ends
+        return _train(cfg, progress_bar, stop_at, hold)
+
+
+def _train(cfg: RunConfig, progress_bar: bool, stop_at: tuple[int, int] | None, hold: ExitStack) -> Path:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -177,10 +217,7 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
                               project_dir=run_dir / "logs")
     main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
     state_dir = run_dir / "state"
-    progress = _read_progress(state_dir)  # a corrupt resume point fails before any model loads
-    if progress and progress.get("processes", 1) != world:
-        raise MclError(f"{run_dir} was checkpointed by {progress.get('processes', 1)} processes (one replay shard "
-                       f"and RNG each); resume it with {progress.get('processes', 1)}, not {world}")
+    progress = _resume_point(state_dir, world)  # a corrupt resume point fails before any model loads
     sizes = batch_sizes(cfg, world)
     accelerator.print(f"global batch {sizes['global']} = {sizes['per_device']} per device x {world} processes "
                       f"x {sizes['grad_accum']} accumulation steps")
@@ -194,6 +231,8 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
     ctx = Context(model=None, tokenizer=tokenizer, accelerator=accelerator, config=cfg, tasks=names,
                   train_data=data, loss_fn=mean_ce, run_dir=run_dir)
     method = method_cls(ctx, **cfg.method_args)
+    hold.enter_context(_run_dir_lock(run_dir, accelerator))
+    progress = _resume_point(state_dir, world)  # again under the lock: a run that held it may have moved on
     if main:  # only now, with model, data and method arguments known good, does the run dir appear
         (run_dir / "tasks").mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))

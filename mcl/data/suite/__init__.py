@@ -66,6 +66,9 @@ def build_suite(out: str | Path | None = None, seed: int = 0, sizes: Sizes = Siz
     out = Path(out) if out is not None else default_suite_dir(seed, sizes)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
         raise MclError(f"{out} exists and is not an mcl suite dir; choose another --out")
+    if out.is_dir() and (foreign := _not_built_here(out)):
+        raise MclError(f"{out} holds {foreign}; a rebuild replaces the whole dir, so nothing was changed: move "
+                       "that out of it or choose another --out")
     if min(sizes.train, sizes.eval, sizes.test) < 1:
         raise MclError(f"split sizes must be positive, got {asdict(sizes)}")
     with atomic_path(out) as tmp:
@@ -87,6 +90,24 @@ def build_suite(out: str | Path | None = None, seed: int = 0, sizes: Sizes = Siz
 
 def _manifest(suite_dir: Path) -> dict:
     return json.loads((suite_dir / MANIFEST).read_text(encoding="utf-8"))
+
+
+def _not_built_here(suite_dir: Path) -> str | None:
+    """The first thing in an earlier build's dir that the build did not write, or that changed since (described),
+    by its manifest: the manifest, the task dirs and their files with their sha256; None when all is the build's."""
+    try:
+        manifest = _manifest(suite_dir)
+        digests = dict(manifest["sha256"])
+        listed = {MANIFEST, *manifest["tasks"], *digests}
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"a {MANIFEST} that is not an mcl suite manifest"
+    for p in sorted(suite_dir.rglob("*")):
+        rel = p.relative_to(suite_dir).as_posix()
+        if rel not in listed or p.is_symlink():
+            return f"{rel}, which mcl data build did not write (not in its {MANIFEST})"
+        if rel in digests and (not p.is_file() or sha256_file(p) != digests[rel]):
+            return f"{rel}, changed since mcl data build wrote it"
+    return None
 
 
 def _stored(suite_dir: Path, rel: str) -> Path:
