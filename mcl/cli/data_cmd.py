@@ -22,7 +22,8 @@ def _build(args: argparse.Namespace) -> int:
         raise MclError(f"--train, --eval and --test must be >= 1 (got {sizes.train}, {sizes.eval}, {sizes.test})")
     if args.out:
         check_output(args.out, "dir")
-    hold_output(args.out or default_suite_dir(args.seed, sizes))  # one build per dir
+    dest = args.out or default_suite_dir(args.seed, sizes)
+    hold_output(dest, f"suite dir {dest}")  # one build per dir
     out = build_suite(args.out, args.seed, sizes)
     print(f"wrote {len(SUITE)} tasks ({sizes.train}/{sizes.eval}/{sizes.test} train/eval/test) to {out}")
     for name in SUITE:
