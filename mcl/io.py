@@ -97,6 +97,9 @@ def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
             tmp.unlink()
 
 
+STAGING = ".mcl-staging."  # prefix of the dirs `staged_outputs` stages in
+
+
 def _remove(path: Path) -> None:
     """Remove a file or a directory tree (absent is fine)."""
     if path.is_dir() and not path.is_symlink():
@@ -113,15 +116,19 @@ def staged_outputs(out: str | os.PathLike, marker: str, owned: Iterable[str]) ->
     of `owned` (every output this command can write) that this invocation did not write, and renames the
     marker in last: once `out` has its marker it holds one invocation's outputs, never a mix of two. A
     failure before the swap leaves the earlier outputs as they were. Files in `out` that this command never
-    writes are kept.
+    writes are kept. The caller holds the lock of `out` (`mcl.lock`), so staging dirs of earlier invocations
+    (killed before their swap) are removed too.
     """
     out = Path(out)
     made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".mcl-staging.", dir=out))
+    stage = Path(tempfile.mkdtemp(prefix=STAGING, dir=out))
     try:
         yield stage
         written = {p.name for p in stage.iterdir()}
+        for leftover in out.glob(STAGING + "*"):
+            if leftover != stage:
+                _remove(leftover)
         (out / marker).unlink(missing_ok=True)
         for name in sorted(written - {marker}):
             if (stage / name).is_dir() and (out / name).is_dir():  # a dir output (eval's predictions) is swapped whole

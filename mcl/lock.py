@@ -83,8 +83,9 @@ class OutputLock:
                 holder = _read_holder(fd)
                 os.close(fd)
                 self._remove_parents()
-                raise MclError(f"{self.what} is in use by pid {holder.get('pid', '?')} on host {holder.get('host', '?')} "
-                               f"(since {holder.get('since', '?')}): wait for it to finish or stop it") from None
+                who = f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}"
+                raise MclError(f"{self.what} is in use by {who} (since {holder.get('since', '?')}): wait for it to "
+                               "finish or stop it") from None
             try:
                 same = os.path.samestat(os.fstat(fd), os.stat(self.file))
             except FileNotFoundError:

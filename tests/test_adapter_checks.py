@@ -45,7 +45,7 @@ def test_gpt2_conv1d_targets_fit_with_their_transposed_weights(tmp_path):
     a = next(t for k, t in state.tensors.items() if "lora_A" in k)
     b = next(t for k, t in state.tensors.items() if "lora_B" in k)
     assert tuple(a.shape) == (4, 32) and tuple(b.shape) == (96, 4)
-    wrong = AdapterState(state.config, {k: (t.T.contiguous() if "lora_B" in k else t) for k, t in state.tensors.items()})
+    wrong = AdapterState(state.config, {k: t.T.contiguous() if "lora_B" in k else t for k, t in state.tensors.items()})
     with pytest.raises(MclError, match=r"B is \(4, 96\).*needs \(96, 4\)"):
         check_fits(wrong, gpt2())
 

@@ -1,4 +1,5 @@
-"""One writer per output: the lock module, and real concurrent writers (separate processes) on one dir.
+"""One writer per output and one invocation per dir: the lock module, staged outputs, and real concurrent
+writers (separate processes) on one dir.
 
 The process tests pause the first writer (SIGSTOP) once it holds its lock, so the second one meets a live
 holder every time, then let it finish (SIGCONT) or kill it (-9) to leave a stale lock behind.
@@ -20,6 +21,7 @@ import pytest
 import yaml
 
 from mcl.errors import MclError
+from mcl.io import staged_outputs
 from mcl.lock import OutputLock, lock_file_for
 from test_barrier_cli import setting, write_adapter  # noqa: F401  (module fixture: tiny base, two tasks, two adapters)
 
@@ -66,6 +68,30 @@ def test_dirs_the_lock_made_go_when_nothing_else_filled_them(tmp_path):
     assert (tmp_path / "a" / "b" / "out").is_dir() and not lock_file_for(tmp_path / "a" / "b" / "out").exists()
 
 
+def test_staged_outputs_swap_in_one_invocation_and_keep_other_files(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("done.json", "a.csv", "stale.csv", "mine.txt"):
+        (out / name).write_text("old")
+    (out / ".mcl-staging.killed").mkdir()  # a staging dir of an invocation killed before its swap
+    with staged_outputs(out, "done.json", ("done.json", "a.csv", "stale.csv")) as stage:
+        (stage / "a.csv").write_text("new")
+        (stage / "done.json").write_text("new")
+        assert (out / "done.json").read_text() == "old" and (out / "stale.csv").exists()  # nothing swapped yet
+    assert sorted(p.name for p in out.iterdir()) == ["a.csv", "done.json", "mine.txt"]
+    assert [(out / n).read_text() for n in ("a.csv", "done.json", "mine.txt")] == ["new", "new", "old"]
+    with pytest.raises(OSError):
+        with staged_outputs(out, "done.json", ("done.json", "a.csv")) as stage:
+            (stage / "a.csv").write_text("newer")
+            raise OSError("disk full")
+    assert sorted(p.name for p in out.iterdir()) == ["a.csv", "done.json", "mine.txt"]  # a failure changes nothing
+    assert (out / "a.csv").read_text() == "new"
+    with pytest.raises(OSError):
+        with staged_outputs(tmp_path / "new", "done.json", ()):
+            raise OSError("disk full")
+    assert not (tmp_path / "new").exists()  # a dir made for outputs that never came is gone
+
+
 # --- real concurrent writers ---------------------------------------------------------------------------------------
 def start(module: str, *args: str, cache: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MCL_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
@@ -105,14 +131,16 @@ def test_two_sweeps_on_one_out_dir_one_writes_one_consistent_result(setting, tmp
     result = json.loads((out / "barrier.json").read_text())
     frame = pd.read_csv(out / "path.csv").sort_values("t")
     assert result["b"] == setting["b"] and result["tasks"]["first"]["loss"] == frame["loss"].tolist()
-    assert sorted(p.name for p in out.iterdir()) == ["barrier.json", "path.csv", "path.html", "path.png", "plotly.min.js"]
+    assert sorted(p.name for p in out.iterdir()) == ["barrier.json", "path.csv", "path.html", "path.png",
+                                                     "plotly.min.js"]
     assert not lock_file_for(out).exists()
 
 
 @pytest.mark.slow
 def test_two_trainings_on_one_run_dir_then_a_killed_holder_is_taken_over(setting, tmp_path):  # noqa: F811
     cfg = {"name": "r", "model": setting["base"], "tasks": setting["tasks"], "method": "seq",
-           "runs_dir": str(tmp_path / "runs"), "train": {"steps_per_task": 3, "batch_size": 2, "warmup": 1, "log_every": 1},
+           "runs_dir": str(tmp_path / "runs"),
+           "train": {"steps_per_task": 3, "batch_size": 2, "warmup": 1, "log_every": 1},
            "eval": {"max_examples": 2, "generate": False}, "lora": {"r": 2, "target_modules": ["q_proj"]}}
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     train = ["mcl.cli.main", "train", str(tmp_path / "cfg.yaml"), "--quiet"]

@@ -95,8 +95,9 @@ def check_structure(state: AdapterState) -> None:
                            "both factors)")
         r = module_rank(state.config, module)
         if parts["A"].dim() < 2 or parts["B"].dim() < 2 or parts["A"].shape[0] != r or parts["B"].shape[1] != r:
-            raise MclError(f"{where}: {module} has factors A {tuple(parts['A'].shape)} and B {tuple(parts['B'].shape)}, "
-                           f"not of the rank {r} that adapter_config.json gives it")
+            shapes = f"A {tuple(parts['A'].shape)} and B {tuple(parts['B'].shape)}"
+            raise MclError(f"{where}: {module} has factors {shapes}, not of the rank {r} that adapter_config.json "
+                           "gives it")
 
 
 def _dims(layer: torch.nn.Module) -> tuple[int, int] | None:

@@ -133,9 +133,9 @@ def read_adapter(path: str | Path, check_finite: bool = True, base: torch.nn.Mod
     state = AdapterState(config=config, tensors=tensors, path=str(path), meta=meta)
     check_structure(state)
     if meta.get("sha256") and meta["sha256"] != sha256_file(weights):
-        raise MclError(f"{weights}: not the weights {path / SIDECAR} records (sha256 differs): the weights were replaced "
-                       "or the sidecar is another adapter's; restore them, or delete mcl.json to read the weights as "
-                       "a plain PEFT adapter")
+        raise MclError(f"{weights}: not the weights {path / SIDECAR} records (sha256 differs): the weights were "
+                       "replaced or the sidecar is another adapter's; restore them, or delete mcl.json to read the "
+                       "weights as a plain PEFT adapter")
     if base is not None:
         check_fits(state, base)
     return state
