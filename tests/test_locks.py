@@ -167,3 +167,24 @@ def test_two_trainings_on_one_run_dir_then_a_killed_holder_is_taken_over(setting
     log = pd.read_csv(run_dir / "metrics" / "train_log.csv")
     assert list(zip(log.phase, log.step)) == [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3)]  # each step once
     assert (run_dir / "metrics" / "summary.json").is_file() and not lock.exists()
+
+
+@pytest.mark.slow
+def test_under_torchrun_every_rank_stops_on_a_held_run_dir(setting, tmp_path):  # noqa: F811
+    """Rank 0 meets the holder; rank 1 gets the same one-line error through a broadcast instead of waiting forever."""
+    from mcl.train.config import load_config
+    from mcl.train.loop import resolve_run_dir
+
+    cfg = {"model": setting["base"], "tasks": setting["tasks"], "method": "seq", "runs_dir": str(tmp_path / "runs"),
+           "train": {"steps_per_task": 2, "batch_size": 2, "warmup": 1}, "lora": {"r": 2, "target_modules": ["q_proj"]}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    run_dir = resolve_run_dir(load_config(tmp_path / "cfg.yaml"))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "mcl.cli.main",
+           "train", str(tmp_path / "cfg.yaml"), "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    with OutputLock(run_dir, f"run dir {run_dir}"):
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    errors = [line for line in proc.stderr.splitlines() if "mcl: error:" in line]
+    assert proc.returncode != 0 and len(errors) == 2, proc.stderr[-3000:]
+    assert all(f"run dir {run_dir} is in use by pid {os.getpid()} on host {HOST}" in e for e in errors)
+    assert not run_dir.exists()
