@@ -1,0 +1,79 @@
+"""The seed code's remaining baselines: GEM's QP projection, and exact resume of GEM after a kill in task 2."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.optimize import minimize
+
+from mcl.train.loop import _Stop, resolve_run_dir, train
+from mcl.train.methods.gem import project, solve_dual
+from test_train import _cfg, _tensors, setting  # noqa: F401  (the module-scoped tiny setting)
+
+
+def _case(seed: int = 0, t: int = 3, p: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    """Reference gradients G (t x p) and a gradient g that conflicts with at least one of them."""
+    rng = np.random.default_rng(seed)
+    G = rng.normal(size=(t, p))
+    g = -G[0] + 0.3 * rng.normal(size=p)
+    assert (G @ g < 0).any()
+    return G, g
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gem_dual_equals_the_primal_qp_solved_independently(seed):
+    """Margin 0: Gᵀv + g is the projection argmin ½‖x − g‖² s.t. Gx ≥ 0 (SLSQP on the primal)."""
+    G, g = _case(seed)
+    v = solve_dual(G @ G.T, G @ g, margin=0.0, eps=0.0)
+    x = G.T @ v + g
+    primal = minimize(lambda x: 0.5 * np.sum((x - g) ** 2), g, jac=lambda x: x - g, method="SLSQP",
+                      constraints=[{"type": "ineq", "fun": lambda x: G @ x, "jac": lambda x: G}],
+                      options={"ftol": 1e-14, "maxiter": 500})
+    assert primal.success
+    np.testing.assert_allclose(x, primal.x, atol=1e-6)
+    assert (G @ x >= -1e-9).all() and (v >= 0).all()
+
+
+@pytest.mark.parametrize("margin", [0.1, 0.5])
+def test_gem_dual_with_margin_matches_a_bounded_solver_and_keeps_every_dot_nonnegative(margin):
+    G, g = _case(3, t=4, p=9)
+    rel = 1e-3
+    eps = rel * float(np.diag(G @ G.T).mean())
+    P = G @ G.T + eps * np.eye(4)
+    v = solve_dual(G @ G.T, G @ g, margin=margin, eps=eps)
+    ref = minimize(lambda v: 0.5 * v @ P @ v + (G @ g) @ v, np.full(4, margin), jac=lambda v: P @ v + G @ g,
+                   method="L-BFGS-B", bounds=[(margin, None)] * 4, options={"ftol": 1e-15, "gtol": 1e-12})
+    np.testing.assert_allclose(v, ref.x, atol=1e-6)
+    assert (v >= margin - 1e-12).all()
+    got = project(torch.tensor(g), torch.tensor(G), margin=margin, rel_eps=rel).numpy()
+    np.testing.assert_allclose(got, G.T @ v + g, atol=1e-12)
+    dots = G @ got  # KKT: (P + εI)v + Gg ≥ 0, so G g̃ = G Gᵀv + Gg ≥ −εv
+    assert (dots >= -eps * v - 1e-9).all() and dots.min() > -1e-2 * np.abs(G @ g).max()
+
+
+def test_gem_leaves_a_gradient_without_conflict_untouched():
+    G, _ = _case(4)
+    G, g_t = torch.tensor(G)[:1], torch.tensor(G[0])  # a gradient along the only reference: no conflict
+    assert project(g_t, G) is g_t
+
+
+def test_gem_resume_after_a_kill_in_task_two_is_bit_identical_and_projects(setting, tmp_path):  # noqa: F811
+    kw = {"method_args": {"buffer_size": 24}, "train.steps_per_task": 6, "train.log_every": 1}
+    full = train(_cfg(setting, tmp_path / "a", "gem", **kw), progress_bar=False)
+    cfg = _cfg(setting, tmp_path / "b", "gem", **kw)
+    with pytest.raises(_Stop):
+        train(cfg, progress_bar=False, stop_at=(1, 4))  # killed in the second task, after step 4
+    progress = json.loads((resolve_run_dir(cfg) / "state" / "progress.json").read_text())
+    assert progress["phase"] == 1 and progress["step"] == 4
+    resumed = train(cfg, progress_bar=False)
+    a, b = _tensors(full), _tensors(resumed)
+    assert a.keys() == b.keys() and len(a) == 3
+    for name in a:
+        for k in a[name]:
+            assert torch.equal(a[name][k], b[name][k]), (name, k)
+    logs = [pd.read_csv(d / "metrics" / "train_log.csv") for d in (full, resumed)]
+    pd.testing.assert_frame_equal(logs[0], logs[1])
+    assert logs[0].projected[:6].sum() == 0  # no memory of an earlier task during task 1
+    assert logs[0].projected[6:].sum() > 0  # conflicts are projected from task 2 on
