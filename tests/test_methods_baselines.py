@@ -77,3 +77,59 @@ def test_gem_resume_after_a_kill_in_task_two_is_bit_identical_and_projects(setti
     pd.testing.assert_frame_equal(logs[0], logs[1])
     assert logs[0].projected[:6].sum() == 0  # no memory of an earlier task during task 1
     assert logs[0].projected[6:].sum() > 0  # conflicts are projected from task 2 on
+
+
+# --- progressive prompts ------------------------------------------------------------------------------------
+def _peft_answer_loss(model_dir: str, prompt_dir, task_dir: str, n: int = 8) -> float:
+    """Token-pooled answer loss of plain PEFT's prompt-tuning model (its own forward) on a task's eval split."""
+    import torch.nn.functional as F
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mcl.data import load_tasks
+    from mcl.data.tokenize import encode_examples
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), prompt_dir).eval()
+    L = model.peft_config["default"].num_virtual_tokens
+    total, count = 0.0, 0
+    for ex in encode_examples(tok, load_tasks([task_dir])[0].split("eval")[:n], 256):
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ex.input_ids])).logits[0, L:]
+        labels = torch.tensor(ex.labels)
+        total += float(F.cross_entropy(logits[:-1], labels[1:], ignore_index=-100, reduction="sum"))
+        count += int((labels[1:] != -100).sum())
+    return total / count
+
+
+def test_pp_checkpoints_are_plain_peft_prompt_dirs_that_score_as_the_run_did(setting, tmp_path):  # noqa: F811
+    run_dir = train(_cfg(setting, tmp_path, "pp", tasks=setting["tasks"][:2],
+                         method_args={"prefix_length": 3, "mlp_bottleneck": 8}), progress_bar=False)
+    R_loss = pd.read_csv(run_dir / "metrics" / "R_loss.csv", index_col=0)
+    dirs = sorted((run_dir / "tasks").iterdir())
+    for k, d in enumerate(dirs):
+        config = json.loads((d / "adapter_config.json").read_text())
+        assert config["peft_type"] == "PROMPT_TUNING" and config["num_virtual_tokens"] == 3 * (k + 1)
+        for task in setting["tasks"][:2]:
+            name = task.rsplit("/", 1)[-1]
+            assert _peft_answer_loss(setting["model"], d, task) == pytest.approx(R_loss.iloc[k][name], rel=1e-5)
+    from safetensors.torch import load_file
+
+    p0, p1 = (load_file(d / "adapter_model.safetensors")["prompt_embeddings"] for d in dirs)
+    assert torch.equal(p1[3:], p0)  # [P_1; P_0]: the first task's prompt is frozen behind the new one
+    assert not torch.equal(p1[:3], p0)
+
+
+def test_pp_resume_after_a_kill_in_task_two_is_bit_identical(setting, tmp_path):  # noqa: F811
+    from safetensors.torch import load_file
+
+    kw = {"method_args": {"prefix_length": 3, "mlp_bottleneck": 8}, "train.steps_per_task": 6, "train.log_every": 1}
+    full = train(_cfg(setting, tmp_path / "a", "pp", **kw), progress_bar=False)
+    cfg = _cfg(setting, tmp_path / "b", "pp", **kw)
+    with pytest.raises(_Stop):
+        train(cfg, progress_bar=False, stop_at=(1, 4))
+    resumed = train(cfg, progress_bar=False)
+    for a, b in zip(sorted((full / "tasks").iterdir()), sorted((resumed / "tasks").iterdir())):
+        assert torch.equal(load_file(a / "adapter_model.safetensors")["prompt_embeddings"],
+                           load_file(b / "adapter_model.safetensors")["prompt_embeddings"])
+    pd.testing.assert_frame_equal(*(pd.read_csv(d / "metrics" / "train_log.csv") for d in (full, resumed)))
