@@ -133,3 +133,91 @@ def test_pp_resume_after_a_kill_in_task_two_is_bit_identical(setting, tmp_path):
         assert torch.equal(load_file(a / "adapter_model.safetensors")["prompt_embeddings"],
                            load_file(b / "adapter_model.safetensors")["prompt_embeddings"])
     pd.testing.assert_frame_equal(*(pd.read_csv(d / "metrics" / "train_log.csv") for d in (full, resumed)))
+
+
+# --- L2P ----------------------------------------------------------------------------------------------------
+def _l2p(setting, **args):
+    from accelerate import Accelerator
+    from transformers import AutoModelForCausalLM
+
+    from mcl.train.methods import METHODS, Context
+
+    model = AutoModelForCausalLM.from_pretrained(setting["model"])
+    ctx = Context(model=None, tokenizer=None, accelerator=Accelerator(cpu=True), config=None, tasks=["a", "b"])
+    method = METHODS["l2p"](ctx, **args)
+    ctx.model = method.setup(model, None, seed=0)
+    method.begin_task(0, [0])
+    return method
+
+
+def test_l2p_selects_the_top_n_keys_by_cosine_and_its_key_loss_pulls_them_to_the_query(setting):  # noqa: F811
+    method = _l2p(setting, pool_size=4, prompt_length=2, top_n=2)
+    hidden = method.prompts.key.shape[1]
+    with torch.no_grad():
+        method.prompts.key.copy_(torch.eye(4, hidden) * torch.tensor([[1.0], [2.0], [3.0], [4.0]]))
+    q = torch.zeros(2, hidden)
+    q[0, :4] = torch.tensor([0.1, 0.9, 0.5, 0.0])  # cosines 0.1, 0.9, 0.5, 0 (up to |q|): keys 1, 2
+    q[1, :4] = torch.tensor([-1.0, 0.0, 0.2, 0.3])  # keys 3, 2
+    idx, sim = method.select(q)
+    assert idx.tolist() == [[1, 2], [3, 2]]
+    cos = torch.nn.functional.normalize(q, dim=-1)[:, :4]
+    assert torch.allclose(sim, torch.stack([cos[0, [1, 2]], cos[1, [3, 2]]]), atol=1e-6)
+    ids = torch.tensor([[5, 6, 7], [8, 9, 10]])
+    mask = torch.ones_like(ids)
+    method.query = lambda i, m: q  # the selection and prefix given this query
+    prefix = method.prefix(ids, mask)
+    P = method.prompts.prompt
+    assert torch.equal(prefix[0], torch.cat([P[1], P[2]])) and torch.equal(prefix[1], torch.cat([P[3], P[2]]))
+    expected = ((1 - sim[0]).sum() + (1 - sim[1]).sum()) / 2
+    assert float(method.match.detach()) == pytest.approx(float(expected.detach()), abs=1e-6)
+    method.match.backward()  # the surrogate moves the chosen keys only
+    grads = method.prompts.key.grad.abs().sum(1)
+    assert (grads[[1, 2, 3]] > 0).all() and grads[0] == 0
+
+
+def test_l2p_query_reads_the_prompt_only_so_the_answer_never_picks_the_prompts(setting):  # noqa: F811
+    from mcl.train.losses import answer_ce
+
+    method = _l2p(setting)
+    ids = torch.tensor([[5, 6, 7, 8, 9], [5, 6, 7, 10, 11]])  # same prompt, different answers
+    labels = torch.tensor([[-100, -100, -100, 8, 9], [-100, -100, -100, 10, 11]])
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    seen = []
+    query = method.query
+    method.query = lambda i, m: seen.append(query(i, m)) or seen[-1]
+    answer_ce(method.ctx.peft, batch)
+    assert len(seen) == 1 and torch.allclose(seen[0][0], seen[0][1], atol=1e-6)  # answers differ, queries do not
+    whole = query(ids, torch.ones_like(ids))  # outside a loss call every real token is input: the answers count
+    assert not torch.allclose(whole[0], whole[1], atol=1e-6)
+
+
+def test_l2p_resume_after_a_kill_in_task_two_is_bit_identical(setting, tmp_path):  # noqa: F811
+    from safetensors.torch import load_file
+
+    kw = {"method_args": {"pool_size": 4, "prompt_length": 2, "top_n": 2}, "train.steps_per_task": 6,
+          "train.log_every": 1}
+    full = train(_cfg(setting, tmp_path / "a", "l2p", **kw), progress_bar=False)
+    cfg = _cfg(setting, tmp_path / "b", "l2p", **kw)
+    with pytest.raises(_Stop):
+        train(cfg, progress_bar=False, stop_at=(1, 4))
+    resumed = train(cfg, progress_bar=False)
+    for a, b in zip(sorted((full / "tasks").iterdir()), sorted((resumed / "tasks").iterdir())):
+        ta, tb = (load_file(d / "prompt_pool.safetensors") for d in (a, b))
+        assert ta.keys() == {"prompt", "key"} and all(torch.equal(ta[k], tb[k]) for k in ta)
+    logs = [pd.read_csv(d / "metrics" / "train_log.csv") for d in (full, resumed)]
+    pd.testing.assert_frame_equal(*logs)
+    assert (logs[0].key_match > 0).all()
+
+
+@pytest.mark.parametrize("method, args", [("pp", {"prefix_length": 2, "mlp_bottleneck": 0}),
+                                          ("l2p", {"pool_size": 3, "prompt_length": 2, "top_n": 1})])
+def test_the_path_analysis_refuses_prompt_checkpoints_in_one_line(setting, tmp_path, capsys, method, args):  # noqa: F811
+    from mcl.cli.barrier_cmd import main as barrier
+
+    run_dir = train(_cfg(setting, tmp_path, method, tasks=setting["tasks"][:2], method_args=args), progress_bar=False)
+    a, b = sorted((run_dir / "tasks").iterdir())
+    capsys.readouterr()
+    code = barrier([str(a), str(b), "--tasks", setting["tasks"][0], "--points", "3", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "LoRA" in err[0] and method in err[0]
+    assert not (tmp_path / "out").exists()

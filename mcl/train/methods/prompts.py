@@ -12,19 +12,28 @@ code, with every earlier prompt frozen and concatenated behind it: the input is 
 in training and at inference (for every task). The checkpoint after task k is a plain PEFT
 prompt-tuning dir holding that concatenation (k+1 · prefix_length virtual tokens), which
 `PeftModel.from_pretrained` loads and scores exactly as mcl did.
+
+L2P (Wang et al. 2022): one pool of `pool_size` prompts of `prompt_length` tokens with learned keys, shared
+by all tasks; each example's query is the frozen base model's final hidden state averaged over its input
+(prompt) tokens, the `top_n` prompts whose keys are most cosine-similar to it are prepended (in key
+order), and the loss adds `key_weight` · Σ (1 − cos(query, chosen key)), the paper's surrogate term.
+Selection needs the query, so a checkpoint is the pool itself (`prompt_pool.safetensors`, `l2p.json`),
+not a PEFT dir.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
+from mcl.errors import MclError
 from mcl.io import atomic_path, sha256_file, write_json_atomic
-from mcl.models.prefix import SoftPrefix
+from mcl.models.prefix import SoftPrefix, current_input_mask
 from mcl.train.methods.base import Method, register
+
+POOL = "prompt_pool.safetensors"  # an L2P checkpoint: the pool's prompts and keys, with l2p.json beside it
 
 
 def vocab_init(model, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -149,3 +158,80 @@ class ProgressivePrompts(PromptMethod):
     def save_task(self, out_dir, meta):
         with torch.no_grad():
             write_prompt_dir(self.ctx.peft, self.concatenated(), Path(out_dir), meta)
+
+
+@register
+class L2P(PromptMethod):
+    """Learning to Prompt: a shared pool of prompts with learned keys, chosen per example by a frozen query."""
+
+    name = "l2p"
+    title = "Learning to Prompt (L2P)"
+    reference = "Wang et al. 2022, 'Learning to Prompt for Continual Learning'"
+    # the seed code's l2p_pool_size, l2p_prompt_length, its top_k and its key-matching weight
+    defaults = {"pool_size": 10, "prompt_length": 5, "top_n": 3, "key_weight": 0.5}
+    bounds = {"pool_size": (1, 100_000), "prompt_length": (1, 4096), "top_n": (1, 100_000), "key_weight": (0.0, 1e6)}
+
+    @classmethod
+    def check_args(cls, args):
+        super().check_args(args)
+        merged = {**cls.defaults, **args}
+        if merged["top_n"] > merged["pool_size"]:
+            raise MclError(f"method_args.top_n (l2p) must be <= pool_size ({merged['pool_size']}), got {merged['top_n']}")
+
+    def build(self, model, seed):
+        pool, length = int(self.args["pool_size"]), int(self.args["prompt_length"])
+        module = torch.nn.Module()
+        g = torch.Generator().manual_seed(seed + 31337)
+        module.prompt = torch.nn.Parameter(vocab_init(model, pool * length, g).view(pool, length, -1))
+        module.key = torch.nn.Parameter(torch.rand(pool, model.config.hidden_size, generator=g) * 2 - 1)
+        for p in module.parameters():
+            p.requires_grad_(False)
+        return module.to(model.get_input_embeddings().weight.device)
+
+    def begin_task(self, phase, task_ids):
+        for p in self.prompts.parameters():  # one pool for every task: always trained
+            p.requires_grad_(True)
+
+    @torch.no_grad()
+    def query(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The frozen model's final hidden state, averaged over each row's input (prompt) positions."""
+        keep = current_input_mask(attention_mask).unsqueeze(-1)
+        with self.soft.disabled():
+            hidden = self.ctx.peft.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
+                                                 use_cache=False).last_hidden_state
+        return (hidden * keep).sum(1) / keep.sum(1).clamp(min=1)
+
+    def select(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(indices of the top_n keys by cosine similarity to q, their similarities), per row."""
+        sim = torch.nn.functional.normalize(q.float(), dim=-1) @ torch.nn.functional.normalize(self.prompts.key, dim=-1).T
+        idx = sim.detach().topk(int(self.args["top_n"]), dim=1).indices
+        return idx, sim.gather(1, idx)
+
+    def prefix(self, input_ids, attention_mask):
+        idx, sim = self.select(self.query(input_ids, attention_mask))
+        self.match = (1.0 - sim).sum(1).mean()  # L2P's surrogate loss: pull the chosen keys towards the query
+        chosen = self.prompts.prompt[idx]  # (batch, top_n, length, hidden)
+        return chosen.flatten(1, 2)
+
+    def loss(self, batch, task_ids):
+        ce = self.ctx.loss_fn(self.ctx.model, batch)
+        self.terms = {"ce": ce.detach(), "key_match": self.match.detach()}
+        return ce + float(self.args["key_weight"]) * self.match
+
+    def log_values(self):
+        """The CE and the key-matching term of the last step."""
+        return {k: float(v) for k, v in getattr(self, "terms", {}).items()}
+
+    def save_task(self, out_dir, meta):
+        from mcl.models import base_model_id
+
+        record = {"method": "l2p", **{k: self.args[k] for k in ("pool_size", "prompt_length", "top_n")},
+                  "query": "mean final hidden state of the frozen base model over the input (prompt) tokens",
+                  "input": "[chosen prompts in key order; x]"}
+        with atomic_path(Path(out_dir)) as tmp:
+            tmp.mkdir()
+            save_file({"prompt": self.prompts.prompt.detach().float().cpu().contiguous(),
+                       "key": self.prompts.key.detach().float().cpu().contiguous()}, tmp / POOL, metadata={"format": "pt"})
+            write_json_atomic(tmp / "l2p.json", record)
+            write_json_atomic(tmp / "mcl.json", {"base_model": base_model_id(self.ctx.peft), **meta,
+                                                 "sha256": sha256_file(tmp / POOL)})
