@@ -26,7 +26,7 @@ from mcl.io import write_text_atomic
 
 METHODS = ["seq", "er", "ewc", "agem", "olora", "mtl", "one", "ilora", "ilora-released"]
 CONFIG = "configs/tiny-suite-seq.yaml"
-REPLAY = {"er", "agem", "ilora", "ilora-released"}
+REPLAY = {"er", "agem", "gem", "ilora", "ilora-released"}
 KEPT = ("R.csv", "R_loss.csv", "R_fast.csv", "R_loss_fast.csv", "summary.json")
 
 
@@ -56,6 +56,25 @@ def keep_runs(grid: list[tuple[str, int]], run_dirs: list[str], out: Path) -> No
                 write_text_atomic(dest / name, (Path(run) / "metrics" / name).read_text())
         write_text_atomic(dest / "run.txt", f"{Path(run).name}\n")
         write_text_atomic(dest / "spec.txt", f"{spec}\n")  # the method variant as written (tables name it from this)
+
+
+TABLE_ORDER = ["seq", "er", "ewc", "agem", "gem", "olora", "pp", "l2p", "ilora", "ilora-released", "ilora-as-released",
+               "one", "mtl"]
+
+
+def kept_summaries(out: Path) -> dict[tuple[str, int], dict]:
+    """Every kept run's summary under out/runs/, keyed by (method variant as in spec.txt, seed), in table order."""
+    found = {}
+    for d in (out / "runs").glob("*-seed*"):
+        if (d / "summary.json").is_file() and (d / "spec.txt").is_file():
+            seed = int(d.name.rpartition("-seed")[2])
+            found[((d / "spec.txt").read_text().strip(), seed)] = json.loads((d / "summary.json").read_text())
+
+    def rank(key: tuple[str, int]) -> tuple:
+        base = key[0].partition(":")[0]
+        return (TABLE_ORDER.index(base) if base in TABLE_ORDER else len(TABLE_ORDER), key[0], key[1])
+
+    return {k: found[k] for k in sorted(found, key=rank)}
 
 
 def summaries(grid: list[tuple[str, int]], run_dirs: list[str]) -> dict[tuple[str, int], dict]:
@@ -97,8 +116,15 @@ def main() -> None:
                    help="methods for the per-seed paired difference A - B (repeatable)")
     p.add_argument("--existing-only", action="store_true",
                    help="train nothing: report the (method, seed) runs that have finished and list the missing ones")
+    p.add_argument("--from-kept", action="store_true",
+                   help="train nothing, need no run dir: rebuild methods.md and paired.md from the files kept in OUT/runs")
     p.add_argument("--out", default=str(ROOT / "results" / "cl_comparison"))
     a = p.parse_args()
+    if a.from_kept:
+        summary = kept_summaries(Path(a.out))
+        write_text_atomic(Path(a.out) / "methods.md", methods_md(summary))
+        write_text_atomic(Path(a.out) / "paired.md", paired_md({(x, y): paired(summary, x, y, Path(a.out)) for x, y in a.pair}))
+        return
     grid = [(m, seed) for seed in a.seeds for m in a.methods]
     over = [overrides(m, s, a.steps, a.eval_examples, a.buffer, a.tasks) for m, s in grid]
     if a.existing_only:

@@ -83,11 +83,15 @@ def test_every_method_runs_three_tasks_and_writes_peft_dirs(setting, tmp_path, m
     dirs = _adapter_dirs(run_dir)
     phases = 1 if method == "mtl" else 3
     per_phase = 2 if method.startswith("ilora") else 1
-    assert len(dirs) == phases * per_phase
-    if method.startswith("ilora"):
-        assert {d.name for d in dirs} == {"fast", "slow"}
-    base = AutoModelForCausalLM.from_pretrained(setting["model"])
-    PeftModel.from_pretrained(base, dirs[-1])  # plain peft loads the last checkpoint
+    if method == "l2p":  # its checkpoint is the prompt pool, not a PEFT dir
+        pools = sorted(p.parent for p in (run_dir / "tasks").rglob("l2p.json"))
+        assert not dirs and len(pools) == phases and (pools[-1] / "prompt_pool.safetensors").is_file()
+    else:
+        assert len(dirs) == phases * per_phase
+        if method.startswith("ilora"):
+            assert {d.name for d in dirs} == {"fast", "slow"}
+        base = AutoModelForCausalLM.from_pretrained(setting["model"])
+        PeftModel.from_pretrained(base, dirs[-1])  # plain peft loads the last checkpoint
     summary = json.loads((run_dir / "metrics" / "summary.json").read_text())
     assert np.isfinite(summary["loss"]["OP"])
     R_loss = (run_dir / "metrics" / "R_loss.csv").read_text().splitlines()

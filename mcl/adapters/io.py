@@ -104,13 +104,18 @@ def read_adapter(path: str | Path, check_finite: bool = True, base: torch.nn.Mod
     if not path.is_dir():
         raise MclError(f"{path} is not a directory (expected a PEFT adapter dir)")
     cfg_file = path / CONFIG
+    if (path / "l2p.json").is_file():
+        raise MclError(f"{path} is an L2P prompt pool (method l2p), not a LoRA adapter: the path analysis reads "
+                       "LoRA checkpoints only")
     if not cfg_file.is_file():
         inner = sorted(d for d in path.iterdir() if (d / CONFIG).is_file())  # e.g. I-LoRA's slow/ and fast/
         hint = f"; it holds adapters: pass {' or '.join(str(d) for d in inner)}" if inner else ""
         raise MclError(f"{path} has no {CONFIG}: not a PEFT adapter dir{hint}")
     config = read_json_object(cfg_file, "the adapter config")
     if config.get("peft_type", "LORA") != "LORA":
-        raise MclError(f"{cfg_file}: peft_type is {config.get('peft_type')!r}; mcl reads LoRA adapters only")
+        made = " (a prompt method's checkpoint, e.g. pp)" if config.get("peft_type") == "PROMPT_TUNING" else ""
+        raise MclError(f"{cfg_file}: peft_type is {config.get('peft_type')!r}{made}; the path analysis reads LoRA "
+                       "adapters only")
     _check_config(config, cfg_file)
     weights = path / WEIGHTS
     if not weights.is_file():

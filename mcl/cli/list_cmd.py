@@ -32,7 +32,10 @@ def _rows() -> dict[str, list[tuple[str, str]]]:
                                "(mcl.analysis.attribution.attribute)"),
         ],
         "task metrics": [(n, m.description) for n, m in METRICS.items()],
-        "continual-learning methods": [(n, f"{c.title} [{c.reference}]") for n, c in METHODS.items()],
+        "continual-learning methods": [(n, f"{c.title} [{c.reference}]" + ("" if c.produces_lora else
+                                                                           " (prompts, no LoRA checkpoints: "
+                                                                           "not for the path analysis)"))
+                                       for n, c in METHODS.items()],
     }
 
 

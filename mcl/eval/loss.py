@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from mcl.data.task import Example
 from mcl.data.tokenize import IGNORE, Encoded, TextFormat, collate, encode_examples, pad_id
 from mcl.errors import MclError
+from mcl.models.prefix import input_positions
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,14 @@ def backbone_and_head(model) -> tuple[torch.nn.Module, torch.nn.Module]:
 def label_token_losses(model, batch: LabelBatch) -> torch.Tensor:
     """Cross-entropy (float32) of every label token in the batch, in `batch.rows/cols` order."""
     decoder, head = backbone_and_head(model)
-    hidden = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).last_hidden_state
+
+    def prompt() -> torch.Tensor:  # the input positions: every real token but the labelled ones
+        mask = batch.attention_mask.clone()
+        mask[batch.rows, batch.cols + 1] = 0
+        return mask
+
+    with input_positions(prompt):  # for input-conditioned prefixes (L2P's query)
+        hidden = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).last_hidden_state
     logits = head(hidden[batch.rows, batch.cols]).float()
     return F.cross_entropy(logits, batch.targets, reduction="none")
 

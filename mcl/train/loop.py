@@ -242,7 +242,7 @@ def _train(cfg: RunConfig, progress_bar: bool, stop_at: tuple[int, int] | None, 
     ctx.model = method.setup(base, cfg.lora, cfg.train.seed).to(accelerator.device)
     scorer = Scorer(data, tokenizer, cfg.eval, cfg.train.max_len, cfg.text, accelerator=accelerator)
     if not (run_dir / "metrics" / "base.json").is_file():
-        with ctx.peft.disable_adapter():
+        with method.base_view():
             base_scores = scorer.score_all(ctx.peft, progress=progress_bar and main, desc="scoring the base model")
         if main:
             write_json_atomic(run_dir / "metrics" / "base.json", base_scores)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from mcl.models.prefix import input_positions
+
 
 def label_positions(labels: torch.Tensor) -> torch.Tensor:
     """Positions whose next token is labelled in any row (where the LM head must run)."""
@@ -35,13 +37,14 @@ def answer_ce(model, batch: dict[str, torch.Tensor], output_hidden_states: bool 
     """(sum of token CE, number of label tokens, model outputs) for a padded batch."""
     target = batch["labels"][:, 1:]
     keep = batch["keep"] if "keep" in batch else label_positions(batch["labels"])
-    out = model(
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        logits_to_keep=keep,
-        output_hidden_states=output_hidden_states,
-        use_cache=False,
-    )
+    with input_positions(lambda: batch["labels"] == -100):  # the prompt, for input-conditioned prefixes (L2P)
+        out = model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            logits_to_keep=keep,
+            output_hidden_states=output_hidden_states,
+            use_cache=False,
+        )
     tgt = target[:, keep]
     loss_sum = F.cross_entropy(out.logits.flatten(0, 1).float(), tgt.flatten(), ignore_index=-100, reduction="sum")
     return loss_sum, (tgt != -100).sum(), out

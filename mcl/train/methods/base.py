@@ -56,6 +56,7 @@ class Method:
     choices: ClassVar[dict[str, tuple[Any, ...]]] = {}  # allowed values of non-numeric args
     bounds: ClassVar[dict[str, tuple[float, float]]] = {}  # inclusive ranges of numeric args (default [0, ∞))
     views: ClassVar[tuple[str, ...]] = ("main",)
+    produces_lora: ClassVar[bool] = True  # its task checkpoints are LoRA adapters (what the path analysis reads)
 
     def __init__(self, ctx: Context, **args: Any):
         self.ctx = ctx
@@ -117,6 +118,10 @@ class Method:
         return {}
 
     # --- evaluation and checkpoints ------------------------------------------------------------
+    def base_view(self) -> ContextManager:
+        """Context in which the model is the bare base model (its scores are the FWT baseline)."""
+        return self.ctx.peft.disable_adapter()
+
     def eval_view(self, view: str, task_index: int, phase: int) -> ContextManager:
         """Context in which the model is scored as `view` on task `task_index` after `phase`."""
         return nullcontext()
