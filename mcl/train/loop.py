@@ -40,7 +40,7 @@ from mcl.train.config import RunConfig
 from mcl.train.losses import mean_ce, to_device
 from mcl.train.data import TaskData, encode_tasks, label_tokens, make_batch, step_label_tokens
 from mcl.train.methods import METHODS, Context
-from mcl.train.records import TrainLog, write_predictions
+from mcl.train.records import TrainLog, write_example_scores, write_predictions
 from mcl.train.scoring import Scorer, write_metrics
 
 
@@ -286,16 +286,20 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
                                                                      "tasks": [task_record(tasks[i]) for i in task_ids],
                                                                      **text_meta(cfg.text)})
         scores = {view: {} for view in method.views}
+        examples: list[tuple[str, str, torch.Tensor]] = []
         for view in method.views:
             for i in tqdm(range(len(names)), desc=f"[{phase + 1}/{len(phases)}] scoring {view}", unit="task",
                           disable=not (progress_bar and main), leave=False):
                 records: list[dict] = []
+                parts: list[torch.Tensor] = []
                 with method.eval_view(view, i, phase):
-                    scores[view][names[i]] = scorer.score(ctx.peft, i, records)  # every process scores its shard
+                    scores[view][names[i]] = scorer.score(ctx.peft, i, records, parts)  # every process scores its shard
+                examples.append((view, names[i], parts[0]))
                 if records and main:  # generations of the main process's shard (all of them with one process)
                     tag = "" if view == method.views[0] else f".{view}"
                     write_predictions(run_dir / "predictions" / f"{phase}-{names[i]}{tag}.jsonl", records)
         if main:
+            write_example_scores(run_dir / "metrics" / "examples" / f"phase-{phase}.csv.gz", examples)
             write_json_atomic(run_dir / "metrics" / f"phase-{phase}.json",
                               {"phase": phase, "tasks": [names[i] for i in task_ids], "train_seconds": seconds,
                                "train_cpu_seconds": cpu_seconds,
