@@ -332,7 +332,7 @@ def test_snapshots_every_n_steps_trace_fast_and_slow(setting, tmp_path):
     from mcl.adapters import read_adapter
 
     cfg = _cfg(setting, tmp_path, "ilora", tasks=setting["tasks"][:2], **{"text.separator": " "},
-               method_args={"buffer_size": 16, "snapshot_every": 2})
+               method_args={"buffer_size": 16, "snapshot_every": 2, "ema_lambda": 0.75})
     run_dir = train(cfg, progress_bar=False)
     for k, name in enumerate(["first", "last"]):
         task_dir = run_dir / "tasks" / f"{k}-{name}"
@@ -370,3 +370,20 @@ def test_snapshots_off_by_default_and_not_pinned(setting, tmp_path):
     assert not (run_dir / "tasks" / "0-first" / "snapshots").exists()
     assert "snapshot_every" not in json.loads((run_dir / "method.json").read_text())["args"]
     assert "text" not in json.loads((run_dir / "tasks" / "0-first" / "slow" / "mcl.json").read_text())
+
+
+@pytest.mark.parametrize("steps, expected", [(100, 0.9), (40, 0.75), (10, 0.0), (4, 0.0)])
+def test_default_lambda_follows_the_run_and_a_slower_explicit_one_is_warned(setting, capsys, steps, expected):
+    from types import SimpleNamespace
+
+    cfg = _cfg(setting, setting["root"] / "unused", **{"train.steps_per_task": steps})
+    ctx = Context(model=None, tokenizer=None, accelerator=Accelerator(cpu=True), config=cfg, tasks=["a", "b"],
+                  train_data=[SimpleNamespace(train=[0] * 48)] * 2)
+    method = METHODS["ilora"](ctx)
+    assert method.args["ema_lambda"] == pytest.approx(expected)  # window 1/(1-λ) = 10 % of the task's steps
+    assert f"ema_lambda auto = {expected:.4g}" in capsys.readouterr().out
+    METHODS["ilora"](ctx, ema_lambda=0.99)  # a 100-step window
+    out = capsys.readouterr().out
+    assert ("warning: ilora ema_lambda 0.99 averages over 100 steps" in out) == (steps < 1000)
+    METHODS["ilora"](ctx, ema_lambda=expected)  # at the rule: no warning
+    assert "warning" not in capsys.readouterr().out

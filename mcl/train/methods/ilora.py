@@ -40,7 +40,7 @@ class ILoRA(ER):
     title = "I-LoRA (mcl defaults)"
     reference = "Ren et al. 2024, 'Analyzing and Reducing Catastrophic Forgetting in Parameter Efficient Tuning'"
     defaults = {
-        "ema_lambda": 0.99,
+        "ema_lambda": "auto",
         "update_prob": 1.0,
         "space": "factors",
         "consistency_weight": 1.0,
@@ -52,12 +52,16 @@ class ILoRA(ER):
         "snapshot_every": 0,
     }
     choices = {**ER.choices, "consistency_target": TARGETS, "inference": ("slow", "fast"), "space": ("factors",)}
-    bounds = {**ER.bounds, "ema_lambda": (0.0, 1.0), "update_prob": (0.0, 1.0)}
+    bounds = {**ER.bounds, "update_prob": (0.0, 1.0)}
+    window = 0.10  # the README's rule: the slow learner's averaging window 1/(1−λ) ≤ 10 % of a task's steps
     replay_positions = True  # the slow forward's length groups and the consistency loss's gather
 
     @classmethod
     def check_args(cls, args):
         super().check_args(args)
+        lam = args.get("ema_lambda", "auto")
+        if lam != "auto" and (isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0.0 <= lam <= 1.0):
+            raise MclError(f"method_args.ema_lambda ({cls.name}) must be 'auto' or a number in [0, 1], got {lam!r}")
         layers = args.get("layers", "all")
         if layers not in ("all", "last") and not (isinstance(layers, list) and layers and all(
                 isinstance(i, int) and not isinstance(i, bool) for i in layers)):
@@ -75,8 +79,9 @@ class ILoRA(ER):
             raise MclError(f"consistency_target must be one of {TARGETS}")
         if self.args["inference"] not in ("slow", "fast"):
             raise MclError("inference must be 'slow' or 'fast'")
-        if not 0.0 <= float(self.args["ema_lambda"]) <= 1.0 or not 0.0 <= float(self.args["update_prob"]) <= 1.0:
-            raise MclError("ema_lambda and update_prob must lie in [0, 1]")
+        self.args["ema_lambda"] = self.resolve_lambda(ctx, self.args["ema_lambda"])
+        if not 0.0 <= float(self.args["update_prob"]) <= 1.0:
+            raise MclError("update_prob must lie in [0, 1]")
         if self.args["space"] != "factors":
             raise MclError("ilora supports space=factors only: a delta-space step would grow the slow adapter's rank")
         other = "fast" if self.args["inference"] == "slow" else "slow"
@@ -95,6 +100,37 @@ class ILoRA(ER):
         return model
 
     # --- slow learner ------------------------------------------------------------------------
+    @classmethod
+    def resolve_lambda(cls, ctx, value) -> float:
+        """λ for this run: 'auto' → the slowest λ whose window 1/(1−λ) is ≤ 10 % of the shortest task's steps.
+
+        The choice is printed; an explicit λ whose window is longer gets a one-line warning (the slow learner
+        would then lag the fast one at every evaluation).
+        """
+        steps = cls.shortest_phase(ctx)
+        if steps is None:  # outside a run (tests building the method by hand)
+            return 0.99 if value == "auto" else float(value)
+        if value == "auto":
+            lam = max(0.0, 1.0 - 1.0 / (cls.window * steps)) if cls.window * steps > 1 else 0.0
+            ctx.accelerator.print(f"{cls.name}: ema_lambda auto = {lam:.4g} (averaging window {1 / (1 - lam):.3g} steps, "
+                                  f"≤ {cls.window:.0%} of the shortest task's {steps} steps)")
+            return lam
+        lam = float(value)
+        if lam == 1.0 or 1.0 / (1.0 - lam) > max(1.0, cls.window * steps) * (1 + 1e-9):  # 1 step: the shortest window
+            ctx.accelerator.print(f"warning: {cls.name} ema_lambda {lam:g} averages over {1 / (1 - lam) if lam < 1 else float('inf'):.3g} "
+                                  f"steps, more than {cls.window:.0%} of the shortest task's {steps} steps: the slow "
+                                  f"learner will lag the fast one at every evaluation (leave ema_lambda unset for 'auto')")
+        return lam
+
+    @staticmethod
+    def shortest_phase(ctx) -> int | None:
+        """Optimizer steps of the run's shortest task (None without a run config and data)."""
+        if ctx.config is None or not ctx.train_data:
+            return None
+        sizes = [len(d.train) for d in ctx.train_data]
+        world = ctx.accelerator.num_processes
+        return min(ctx.config.train.phase_steps(sizes, [i], world) for i in range(len(sizes)))
+
     def current_lambda(self) -> float:
         """λ_k = min(1 − 1/(k+1), λ) at optimizer step k, counted from 1 (CLS-ER warm-up)."""
         return min(1.0 - 1.0 / (self.steps + 1), float(self.args["ema_lambda"]))
