@@ -387,3 +387,58 @@ def test_default_lambda_follows_the_run_and_a_slower_explicit_one_is_warned(sett
     assert ("warning: ilora ema_lambda 0.99 averages over 100 steps" in out) == (steps < 1000)
     METHODS["ilora"](ctx, ema_lambda=expected)  # at the rule: no warning
     assert "warning" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("target", ["max", "slow"])
+def test_logit_consistency_is_the_masked_mse_of_both_learners_logits_at_labelled_positions(setting, target):
+    from mcl.train.losses import to_device
+
+    method, tok, data = _method_with_data(setting, consistency_on="logits", consistency_target=target)
+    assert "consistency_on" in method.args  # not the default: pinned in method.json
+    replay = to_device(_batch(method, data, 0, 0), "cpu")
+    keep = replay["keep"]
+    peft = method.ctx.peft
+    fast = peft(input_ids=replay["input_ids"], attention_mask=replay["attention_mask"], logits_to_keep=keep).logits
+    got = method.logit_consistency(fast, replay)
+    from mcl.train.methods.base import active_adapter
+
+    with torch.no_grad(), active_adapter(peft, "slow"):  # by hand: full logits, then the labelled positions
+        slow_full = peft(input_ids=replay["input_ids"], attention_mask=replay["attention_mask"]).logits
+    fast_full = peft(input_ids=replay["input_ids"], attention_mask=replay["attention_mask"]).logits
+    lab = replay["labels"][:, 1:] != -100
+    d = fast_full[:, :-1][lab] - slow_full[:, :-1][lab]
+    d = d.clamp(max=0) if target == "max" else d
+    expected = (d ** 2).mean()
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-7) and got > 0
+    got.backward()  # the gradient reaches the fast learner only
+    assert all(p.grad is None for p in lora_parameters(peft, "slow").values())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in lora_parameters(peft, "fast").values())
+
+
+def test_default_consistency_on_is_left_out_of_the_pinned_arguments(setting):
+    method, _ = _method(setting)
+    assert "consistency_on" not in method.args and method.consistency_on == "hidden"
+
+
+def test_as_released_keeps_the_slow_learner_at_the_base_model(setting, tmp_path):
+    run_dir = train(_cfg(setting, tmp_path, "ilora-as-released", tasks=setting["tasks"][:2],
+                         method_args={"buffer_size": 16}), progress_bar=False)
+    for d in _adapter_dirs(run_dir):
+        t = load_file(d / "adapter_model.safetensors")
+        zero_b = all(float(v.abs().sum()) == 0 for k, v in t.items() if "lora_B" in k)
+        assert zero_b == (d.name == "slow"), d  # slow: ΔW = 0 after every task; fast: trained
+    summary = json.loads((run_dir / "metrics" / "summary.json").read_text())
+    assert summary["primary_view"] == "fast"
+
+
+def test_constant_schedule_keeps_the_peak_after_warm_up(setting, tmp_path):
+    import pandas as pd
+
+    from mcl.train.loop import lr_factor
+
+    assert [lr_factor(s, 10, 2, "constant") for s in range(4)] == [0.5, 1.0, 1.0, 1.0]
+    assert lr_factor(9, 10, 2) < 0.2  # cosine ends near 10 %
+    run_dir = train(_cfg(setting, tmp_path, "seq", tasks=setting["tasks"][:1],
+                         **{"train.lr_schedule": "constant", "train.log_every": 1, "train.warmup": 2}), progress_bar=False)
+    log = pd.read_csv(run_dir / "metrics" / "train_log.csv")
+    assert list(log.lr) == pytest.approx([2.5e-3, 5e-3, 5e-3, 5e-3])  # warm-up 2, lr 5e-3

@@ -50,10 +50,12 @@ class _Stop(Exception):
     """Raised by the test hook `stop_at` to simulate a kill right after a checkpoint."""
 
 
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up then cosine decay to 10% of the peak learning rate."""
+def lr_factor(step: int, total: int, warmup: int, schedule: str = "cosine") -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak learning rate (or, `constant`, the peak)."""
     if step < warmup:
         return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
     frac = (step - warmup) / max(1, total - warmup)
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
 
@@ -239,7 +241,7 @@ def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | 
         for step in bar:
             model.train()
             for g in optimizer.param_groups:
-                g["lr"] = cfg.train.lr * lr_factor(step, total, cfg.train.warmup)
+                g["lr"] = cfg.train.lr * lr_factor(step, total, cfg.train.warmup, cfg.train.lr_schedule)
             micro_steps = range(step * accum, (step + 1) * accum)
             step_tokens = max(1, step_label_tokens(data, task_ids, cfg.train, phase, micro_steps, world))
             seen: dict[str, list] = {"examples": [], "task": []}  # every micro-batch goes to after_step

@@ -25,7 +25,7 @@ from mcl.data.tokenize import text_meta
 from mcl.errors import MclError
 from mcl.paths import lerp_states_
 from mcl.train.data import length_buckets
-from mcl.train.losses import answer_ce
+from mcl.train.losses import answer_ce, label_positions
 from mcl.train.methods.base import active_adapter, copy_adapter, freeze_adapter, register
 from mcl.train.methods.er import ER
 
@@ -50,8 +50,12 @@ class ILoRA(ER):
         "buffer_size": 500,
         "inference": "slow",
         "snapshot_every": 0,
+        "consistency_on": "hidden",
     }
-    choices = {**ER.choices, "consistency_target": TARGETS, "inference": ("slow", "fast"), "space": ("factors",)}
+    # keys added after runs were made: left out of method.json at their default, so those runs resume
+    added = {"snapshot_every": 0, "consistency_on": "hidden"}
+    choices = {**ER.choices, "consistency_target": TARGETS, "inference": ("slow", "fast"), "space": ("factors",),
+               "consistency_on": ("hidden", "logits")}
     bounds = {**ER.bounds, "update_prob": (0.0, 1.0)}
     window = 0.10  # the README's rule: the slow learner's averaging window 1/(1−λ) ≤ 10 % of a task's steps
     replay_positions = True  # the slow forward's length groups and the consistency loss's gather
@@ -72,8 +76,10 @@ class ILoRA(ER):
         self.snapshot_every = int(self.args["snapshot_every"])
         if self.snapshot_every < 0:
             raise MclError("snapshot_every must be >= 0 (0: no snapshots)")
-        if not self.snapshot_every:  # off: not pinned in method.json, so runs made before it resume
-            del self.args["snapshot_every"]
+        self.consistency_on = self.args["consistency_on"]
+        for key, default in self.added.items():  # at their default: not pinned, so runs made before them resume
+            if self.args[key] == default:
+                del self.args[key]
         self.phase: tuple[int, str] = (0, "")  # (index, task name) of the phase being trained
         if self.args["consistency_target"] not in TARGETS:
             raise MclError(f"consistency_target must be one of {TARGETS}")
@@ -224,17 +230,37 @@ class ILoRA(ER):
                     full[pick, :width] = h
         return states
 
+    def logit_consistency(self, fast_logits: torch.Tensor, replay: dict) -> torch.Tensor:
+        """The consistency loss on output logits instead of hidden states, at the replay batch's label positions.
+
+        Both learners' logits are taken where the head already runs for the replay CE (`keep`), and only a
+        row's own labelled positions count; Z = max(fast, slow) or slow as for hidden states.
+        """
+        keep = replay["keep"] if "keep" in replay else label_positions(replay["labels"])
+        with torch.no_grad(), active_adapter(self.ctx.peft, "slow"):
+            slow = self.ctx.peft(input_ids=replay["input_ids"], attention_mask=replay["attention_mask"],
+                                 logits_to_keep=keep, use_cache=False).logits
+        mask = replay["labels"][:, 1:][:, keep] != -100
+        d = (fast_logits - slow)[mask]
+        if self.args["consistency_target"] == "max":
+            d = d.clamp(max=0)
+        return d.float().square().sum() / max(d.numel(), 1)
+
     def loss(self, batch, task_ids):
         cur = answer_ce(self.ctx.model, batch)[:2]
         replay = self.replay_batch(task_ids, len(batch["input_ids"]))
         if replay is None:
             return self.combine(cur, None)
-        s, n, out = answer_ce(self.ctx.model, replay, output_hidden_states=True)
-        loss = self.combine(cur, (s, n))
         gamma = float(self.args["consistency_weight"])
+        on_hidden = bool(gamma) and self.consistency_on == "hidden"
+        s, n, out = answer_ce(self.ctx.model, replay, output_hidden_states=on_hidden)
+        loss = self.combine(cur, (s, n))
         if gamma:
-            term = self.consistency(self._select(out.hidden_states), self.slow_states(replay),
-                                    replay["attention_mask"], replay.get("valid"))
+            if on_hidden:
+                term = self.consistency(self._select(out.hidden_states), self.slow_states(replay),
+                                        replay["attention_mask"], replay.get("valid"))
+            else:
+                term = self.logit_consistency(out.logits, replay)
             self.terms["consistency"] = term.detach()
             loss = loss + gamma * term
         return loss
@@ -275,3 +301,25 @@ class ILoRAReleased(ILoRA):
     title = "I-LoRA, released-code preset"
     defaults = {**ILoRA.defaults, "ema_lambda": 0.25, "consistency_weight": 1.0, "consistency_target": "max",
                 "layers": "all", "inference": "fast"}
+
+
+@register
+class ILoRAAsReleased(ILoRA):
+    """What the released code actually runs: the slow learner never moves from the base model.
+
+    Its EMA update matches no parameter name (shared/ILORA.md, defect 1), so the slow adapter keeps its
+    initial ΔW = 0 and the consistency target is max(H_fast, H_base), a fixed floor; the fast learner is scored.
+    """
+
+    name = "ilora-as-released"
+    title = "I-LoRA as released (slow learner stuck at the base model)"
+    defaults = {**ILoRA.defaults, "ema_lambda": 0.25, "update_prob": 0.0, "consistency_weight": 1.0,
+                "consistency_target": "max", "layers": "all", "inference": "fast"}
+
+    def setup(self, base_model, spec, seed):
+        model = super().setup(base_model, spec, seed)
+        with torch.no_grad():  # ΔW_slow = 0 exactly (B = 0): the slow learner is the base model
+            for k, p in lora_parameters(model, "slow").items():
+                if ".lora_B." in k:
+                    p.zero_()
+        return model
