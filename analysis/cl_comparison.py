@@ -6,7 +6,8 @@ partial grid holds whole seeds), then writes results/cl_comparison/report.{md,cs
 OP/BWT/FWT/forgetting, mean ± std over seeds), R heatmaps via `mcl report`, every run's R.csv,
 R_loss.csv, summary.json and per-example scores (examples/phase-<k>.csv.gz) under runs/, the per-seed paired difference of each `--pair A B`
 (paired_*.csv), and the README's two tables: methods.md (mean ± std, every learner view) and paired.md.
-A method is a name or `name:key=value,...` (method_args), e.g. `ilora:ema_lambda=0.9`.
+A method is a name or `name:key=value,...` (method_args; a dotted key is a config key), e.g.
+`ilora:ema_lambda=0.9` or `ilora:consistency_weight=0.1,train.lr_schedule=constant`.
 Finished runs are reused (runs are named by config hash).
     python analysis/cl_comparison.py [--methods ...] [--seeds 0 1 2] [--steps 100] [--jobs 2]
 """
@@ -26,7 +27,7 @@ from mcl.io import atomic_path, write_text_atomic
 
 METHODS = ["seq", "er", "ewc", "agem", "olora", "mtl", "one", "ilora", "ilora-released"]
 CONFIG = "configs/tiny-suite-seq.yaml"
-REPLAY = {"er", "agem", "ilora", "ilora-released"}
+REPLAY = {"er", "agem", "gem", "ilora", "ilora-released", "ilora-as-released"}
 KEPT = ("R.csv", "R_loss.csv", "R_fast.csv", "R_loss_fast.csv", "R_slow.csv", "R_loss_slow.csv", "summary.json")
 
 
@@ -39,10 +40,13 @@ def parse_method(spec: str) -> tuple[str, dict[str, str]]:
 def overrides(spec: str, seed: int, steps: int, eval_examples: int, buffer: int, tasks: str | None = None) -> list[str]:
     """`mcl train` overrides of one (method variant, seed); `tasks` (e.g. "stance, fomc") replaces the suite."""
     name, args = parse_method(spec)
+    config = {k: v for k, v in args.items() if "." in k}  # e.g. train.lr_schedule=constant: a config key, not a method arg
+    args = {k: v for k, v in args.items() if "." not in k}
     if name in REPLAY:
         args = {"buffer_size": str(buffer), **args}
     over = [f"method={name}", f"train.seed={seed}", f"train.steps_per_task={steps}", f"eval.max_examples={eval_examples}"]
     over += [f"tasks=[{tasks}]"] if tasks else []
+    over += [f"{k}={v}" for k, v in config.items()]
     return over + ([f"method_args={{{', '.join(f'{k}: {v}' for k, v in args.items())}}}"] if args else [])
 
 

@@ -95,9 +95,12 @@ def compare(ops: pd.DataFrame, a: str, b: str) -> dict | None:
                                 Bootstrap(replicates=2000))
 
 
-def _interval(res: dict | None) -> str:
+def _interval(res: dict | None, ops: pd.DataFrame, a: str, b: str) -> str:
+    """The 95 % interval of OP(a) − OP(b), or (runs kept without per-example scores) the per-seed differences."""
     if res is None:
-        return "no per-example scores kept"
+        op = {v: ops[ops.variant == v].set_index("seed")["OP"] for v in (a, b)}
+        diffs = [f"{op[a][s] - op[b][s]:+.3f}" for s in sorted(set(op[a].index) & set(op[b].index))]
+        return f"per seed {', '.join(diffs)} (no per-example scores kept: no interval)"
     n = len(res["seeds"])
     return f"{res['diff']:+.3f} [{res['low']:+.3f}, {res['high']:+.3f}] ({n} seed{'s' * (n > 1)})"
 
@@ -119,13 +122,13 @@ def c3(results: Path, ilora: str) -> str:
         [(r["low"], r["high"]) for r in tests.values()])
     names = dict(zip(ops.variant, ops.label))
     text = (f"**{verdict}**: OP {mine.mean():.3f} (slow learner, {len(mine)} seed{'s' * (len(mine) > 1)}); "
-            f"I-LoRA − ER {_interval(tests['ER'])}")
+            f"I-LoRA − ER {_interval(tests['ER'], ops, ilora, er_name)}")
     text += f"; best other method {names[best]} {means[best]:.3f}"
     if len(tests) > 1:
-        text += f", I-LoRA − it {_interval(tests[f'best other ({best})'])}"
+        text += f", I-LoRA − it {_interval(tests[f'best other ({best})'], ops, ilora, best)}"
     for name in sorted(v for v in ops.variant.unique() if v.startswith("ilora") and v != ilora):
         op = ops[ops.variant == name]["OP"]
-        text += f"; variant {names[name]}: OP {op.mean():.3f}, − ER {_interval(compare(ops, name, er_name))}"
+        text += f"; variant {names[name]}: OP {op.mean():.3f}, − ER {_interval(compare(ops, name, er_name), ops, name, er_name)}"
     return text
 
 

@@ -133,3 +133,15 @@ def test_paired_differences_use_the_seeds_both_methods_have(tmp_path):
     assert (tmp_path / "paired_ilora_ema_lambda0.9_minus_er.csv").read_text().splitlines()[1].startswith("1,0.05,")
     assert tables.paired_md({("ilora:ema_lambda=0.9", "er"): rows}).splitlines()[2] == \
         "| ilora λ 0.9 | er | 1 | +0.050 | +0.000 | +0.000 | -0.200 | -0.400 |"
+
+
+def test_a_dotted_key_in_a_variant_is_a_config_override_and_tuning_chooses_the_best_ilora():
+    over = overrides("ilora:consistency_weight=0.1,train.lr_schedule=constant", 0, 100, 100, 200, tasks="a, b")
+    assert "train.lr_schedule=constant" in over and over[-1] == "method_args={buffer_size: 200, consistency_weight: 0.1}"
+    import ilora_tuning
+
+    specs = list(ilora_tuning.VARIANTS.values())
+    summaries = {(spec, s): {"score": {"OP": 0.5 + 0.01 * k + 0.001 * s}} for k, spec in enumerate(specs) for s in (0, 1)}
+    summaries[("er", 0)] = summaries[("er", 1)] = {"score": {"OP": 0.99}}  # ER is a reference, never chosen
+    choice = ilora_tuning.choose(summaries)
+    assert choice["chosen_spec"] == specs[-1] and choice["variants"]["ER (reference)"]["OP_mean"] == 0.99

@@ -442,3 +442,51 @@ def test_constant_schedule_keeps_the_peak_after_warm_up(setting, tmp_path):
                          **{"train.lr_schedule": "constant", "train.log_every": 1, "train.warmup": 2}), progress_bar=False)
     log = pd.read_csv(run_dir / "metrics" / "train_log.csv")
     assert list(log.lr) == pytest.approx([2.5e-3, 5e-3, 5e-3, 5e-3])  # warm-up 2, lr 5e-3
+
+
+def test_placement_search_places_the_slow_learner_at_the_path_minimum_and_resumes_exactly(setting, tmp_path):
+    from mcl.paths import lerp_states_
+    from mcl.train.loop import _Stop, resolve_run_dir
+    from test_train import _tensors
+
+    kw = {"method_args": {"buffer_size": 16, "placement": "search", "snapshot_every": 2},
+          "train.steps_per_task": 4, "tasks": setting["tasks"][:2]}
+    run_dir = train(_cfg(setting, tmp_path / "a", "ilora", **kw), progress_bar=False)
+    tasks = sorted((run_dir / "tasks").iterdir())
+    rec = json.loads((run_dir / "metrics" / "placement-1.json").read_text())
+    assert 0.0 <= rec["t"] <= 1.0 and len(rec["evaluations"]) >= 6  # 5 grid points + Brent
+    assert rec["objective"] == min(e["objective"] for e in rec["evaluations"])
+    slow0, slow1, fast1 = (load_file(tasks[k] / n / "adapter_model.safetensors")
+                           for k, n in ((0, "slow"), (1, "slow"), (1, "fast")))
+    for snap in sorted((tasks[1] / "snapshots").iterdir()):  # fixed during the task
+        s = load_file(snap / "slow" / "adapter_model.safetensors")
+        assert all(torch.equal(s[k], slow0[k]) for k in slow0)
+    keys = sorted(slow0)
+    placed = [slow0[k].clone() for k in keys]
+    lerp_states_(placed, [fast1[k] for k in keys], rec["t"])
+    assert all(torch.equal(p, slow1[k]) for p, k in zip(placed, keys))  # exactly the point t of slow(0) → fast(1)
+    cfg = _cfg(setting, tmp_path / "b", "ilora", **kw)
+    with pytest.raises(_Stop):
+        train(cfg, progress_bar=False, stop_at=(1, 2))  # killed in task 2
+    resumed = train(cfg, progress_bar=False)
+    a, b = _tensors(run_dir), _tensors(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[n][k], b[n][k]) for n in a for k in a[n])
+    assert json.loads((resolve_run_dir(cfg) / "metrics" / "placement-1.json").read_text()) == rec
+
+
+def test_placement_holds_out_a_seeded_slice_of_each_train_split(setting):
+    from types import SimpleNamespace
+
+    from mcl.train.methods.ilora import ILoRA
+
+    cfg = _cfg(setting, setting["root"] / "unused")
+    data = [SimpleNamespace(train=list(range(40))), SimpleNamespace(train=list(range(30)))]
+    ctx = Context(model=None, tokenizer=None, accelerator=Accelerator(cpu=True), config=cfg, tasks=["a", "b"],
+                  train_data=data)
+    held = ILoRA.hold_out(ctx, 0.1)
+    assert [len(h) for h in held.values()] == [4, 3] and [len(d.train) for d in data] == [36, 27]
+    for d, h, n in zip(data, held.values(), (40, 30)):
+        assert sorted(d.train + h) == list(range(n)) and not set(d.train) & set(h)  # never trained on
+    again = [SimpleNamespace(train=list(range(40))), SimpleNamespace(train=list(range(30)))]
+    assert ILoRA.hold_out(Context(model=None, tokenizer=None, accelerator=ctx.accelerator, config=cfg, tasks=["a", "b"],
+                                  train_data=again), 0.1) == held  # seeded: the same slice on resume

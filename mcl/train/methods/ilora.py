@@ -13,6 +13,11 @@ The step is lean: the slow update is one fused multi-tensor lerp over all LoRA t
 the factor-space Linear formula of mcl.paths), the slow forward skips padding by length groups
 (`slow_states`), and the consistency loss is one reduction over the non-padding positions of all
 selected layers, gathered at once, with no host sync.
+`placement: search` (a variant no anchor has) keeps the slow learner fixed during a task and, at its
+end, places it where mcl's path search finds the lowest loss on slow → fast: a coarse grid and a bounded
+Brent search (as `mcl-barrier --points auto`) over t, minimising the slow learner's CE on the replay
+buffer plus on a held-out slice of the current task's train split (`placement_holdout`, taken out of
+training; never eval or test data). Each choice is written to metrics/placement-<k>.json.
 The README's "I-LoRA in mcl" section lists the released code's defects this file avoids, each pinned by a test.
 """
 
@@ -21,11 +26,12 @@ from __future__ import annotations
 import torch
 
 from mcl.adapters import add_lora, lora_parameters, save_adapter
-from mcl.data.tokenize import text_meta
+from mcl.data.tokenize import Encoded, collate, text_meta
 from mcl.errors import MclError
+from mcl.io import write_json_atomic
 from mcl.paths import lerp_states_
 from mcl.train.data import length_buckets
-from mcl.train.losses import answer_ce, label_positions
+from mcl.train.losses import answer_ce, label_positions, to_device
 from mcl.train.methods.base import active_adapter, copy_adapter, freeze_adapter, register
 from mcl.train.methods.er import ER
 
@@ -51,12 +57,16 @@ class ILoRA(ER):
         "inference": "slow",
         "snapshot_every": 0,
         "consistency_on": "hidden",
+        "placement": "ema",
+        "placement_holdout": 0.1,
+        "placement_examples": 64,
     }
     # keys added after runs were made: left out of method.json at their default, so those runs resume
-    added = {"snapshot_every": 0, "consistency_on": "hidden"}
+    added = {"snapshot_every": 0, "consistency_on": "hidden", "placement": "ema", "placement_holdout": 0.1,
+             "placement_examples": 64}
     choices = {**ER.choices, "consistency_target": TARGETS, "inference": ("slow", "fast"), "space": ("factors",),
-               "consistency_on": ("hidden", "logits")}
-    bounds = {**ER.bounds, "update_prob": (0.0, 1.0)}
+               "consistency_on": ("hidden", "logits"), "placement": ("ema", "search")}
+    bounds = {**ER.bounds, "update_prob": (0.0, 1.0), "placement_holdout": (0.01, 0.5), "placement_examples": (1, 1e9)}
     window = 0.10  # the README's rule: the slow learner's averaging window 1/(1−λ) ≤ 10 % of a task's steps
     replay_positions = True  # the slow forward's length groups and the consistency loss's gather
 
@@ -77,6 +87,9 @@ class ILoRA(ER):
         if self.snapshot_every < 0:
             raise MclError("snapshot_every must be >= 0 (0: no snapshots)")
         self.consistency_on = self.args["consistency_on"]
+        self.placement = self.args["placement"]
+        self.placement_examples = int(self.args["placement_examples"])
+        self.holdout = self.hold_out(ctx, float(self.args["placement_holdout"])) if self.placement == "search" else {}
         for key, default in self.added.items():  # at their default: not pinned, so runs made before them resume
             if self.args[key] == default:
                 del self.args[key]
@@ -153,7 +166,9 @@ class ILoRA(ER):
 
     def after_step(self, batch, task_ids, step):
         self.steps += 1
-        if float(self.args["update_prob"]) >= 1.0 or torch.rand((), generator=self.update_rng) < float(self.args["update_prob"]):
+        if self.placement == "search":
+            pass  # the slow learner stays where the last task's search placed it
+        elif float(self.args["update_prob"]) >= 1.0 or torch.rand((), generator=self.update_rng) < float(self.args["update_prob"]):
             self.update_slow()
         super().after_step(batch, task_ids, step)
         if self.snapshot_every and (step + 1) % self.snapshot_every == 0:
@@ -167,6 +182,81 @@ class ILoRA(ER):
         out = self.ctx.run_dir / "tasks" / f"{phase}-{task}" / "snapshots" / f"step-{step:06d}"
         self.save_task(out, {"task": task, "phase": phase, "method": self.name,
                              "step": step, "snapshot": True, **text_meta(self.ctx.config.text)})
+
+    # --- placement by the analysis (placement: search) ------------------------------------------
+    @staticmethod
+    def hold_out(ctx, fraction: float) -> dict[int, list]:
+        """Take a seeded `fraction` of every task's train split out of training; return it by task index."""
+        held: dict[int, list] = {}
+        for i, d in enumerate(ctx.train_data):
+            n = len(d.train)
+            k = min(max(1, round(fraction * n)), n - 1)
+            if k < 1:
+                continue
+            g = torch.Generator().manual_seed(ctx.config.train.seed * 7919 + i)
+            out = set(torch.randperm(n, generator=g)[:k].tolist())
+            held[i] = [d.train[j] for j in sorted(out)]
+            d.train = [d.train[j] for j in range(n) if j not in out]
+        return held
+
+    def placement_objective(self, task_ids: list[int]):
+        """f(t): token-mean CE of the slow learner at point t of slow → fast on the replay buffer, plus the same on
+        the held-out train slice of the current task(s) (never eval or test data); summed over processes."""
+        pad, device, size = self.ctx.tokenizer.pad_token_id, self.ctx.accelerator.device, self.ctx.config.train.batch_size
+        groups = [[Encoded(ids, labels) for ids, labels, _ in self.buffer.items[: self.placement_examples]],
+                  [ex for i in task_ids for ex in self.holdout.get(i, [])]]
+        batches = [[to_device(collate(g[s : s + size], pad), device) for s in range(0, len(g), size)] for g in groups]
+        slow, fast = self._learners
+        start = [x.clone() for x in slow]
+
+        @torch.no_grad()
+        def f(t: float) -> float:
+            torch._foreach_copy_(slow, start)
+            lerp_states_(slow, fast, float(t))
+            sums = torch.zeros(len(batches), 2, dtype=torch.float64, device=device)
+            with active_adapter(self.ctx.peft, "slow"):
+                for k, group in enumerate(batches):
+                    for b in group:
+                        loss_sum, n, _ = answer_ce(self.ctx.peft, b)
+                        sums[k, 0] += loss_sum.double()
+                        sums[k, 1] += n
+            if self.ctx.accelerator.num_processes > 1:
+                sums = self.ctx.accelerator.reduce(sums, reduction="sum")
+            return float(sum(s[0] / s[1] for s in sums if s[1] > 0))
+
+        return f, start
+
+    def end_task(self, phase, task_ids):
+        super().end_task(phase, task_ids)
+        if self.placement != "search":
+            return
+        from scipy.optimize import minimize_scalar
+
+        f, start = self.placement_objective(task_ids)
+        seen: dict[float, float] = {}
+
+        def cached(t: float) -> float:
+            t = round(float(t), 6)
+            if t not in seen:
+                seen[t] = f(t)
+            return seen[t]
+
+        for t in (0.0, 0.25, 0.5, 0.75, 1.0):  # coarse grid, then a bounded Brent search in the best bracket
+            cached(t)
+        best = min(seen, key=seen.get)
+        minimize_scalar(cached, bounds=(max(0.0, best - 0.25), min(1.0, best + 0.25)), method="bounded",
+                        options={"xatol": 0.01})
+        t_star = min(seen, key=seen.get)
+        slow, fast = self._learners
+        with torch.no_grad():
+            torch._foreach_copy_(slow, start)
+            lerp_states_(slow, fast, t_star)
+        record = {"phase": phase, "t": t_star, "objective": seen[t_star],
+                  "evaluations": [{"t": t, "objective": v} for t, v in sorted(seen.items())]}
+        self.ctx.accelerator.print(f"placement after {self.phase[1]}: slow learner at t = {t_star:.3f} of slow → fast "
+                                   f"(objective {seen[t_star]:.4f}, {len(seen)} evaluations)")
+        if self.ctx.run_dir is not None and self.ctx.accelerator.is_main_process:
+            write_json_atomic(self.ctx.run_dir / "metrics" / f"placement-{phase}.json", record)
 
     @property
     def _learners(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
