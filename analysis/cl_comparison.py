@@ -4,9 +4,10 @@ Runs each (method, seed) with the same steps, batch, buffer and LoRA settings (b
 configs/tiny-suite-seq.yaml), `--jobs` runs at a time with one thread each, seed by seed (so a
 partial grid holds whole seeds), then writes results/cl_comparison/report.{md,csv} (final scores,
 OP/BWT/FWT/forgetting, mean ± std over seeds), R heatmaps via `mcl report`, every run's R.csv,
-R_loss.csv and summary.json under runs/, the per-seed paired difference of each `--pair A B`
+R_loss.csv, summary.json and per-example scores (examples/phase-<k>.csv.gz) under runs/, the per-seed paired difference of each `--pair A B`
 (paired_*.csv), and the README's two tables: methods.md (mean ± std, every learner view) and paired.md.
-A method is a name or `name:key=value,...` (method_args), e.g. `ilora:ema_lambda=0.9`.
+A method is a name or `name:key=value,...` (method_args; a dotted key is a config key), e.g.
+`ilora:ema_lambda=0.9` or `ilora:consistency_weight=0.1,train.lr_schedule=constant`.
 Finished runs are reused (runs are named by config hash).
     python analysis/cl_comparison.py [--methods ...] [--seeds 0 1 2] [--steps 100] [--jobs 2]
 """
@@ -22,12 +23,12 @@ from pathlib import Path
 from common import ROOT, finished_run, report, train_grid
 from tables import methods_md, paired_md
 
-from mcl.io import write_text_atomic
+from mcl.io import atomic_path, write_text_atomic
 
 METHODS = ["seq", "er", "ewc", "agem", "olora", "mtl", "one", "ilora", "ilora-released"]
 CONFIG = "configs/tiny-suite-seq.yaml"
-REPLAY = {"er", "agem", "gem", "ilora", "ilora-released"}
-KEPT = ("R.csv", "R_loss.csv", "R_fast.csv", "R_loss_fast.csv", "summary.json")
+REPLAY = {"er", "agem", "gem", "ilora", "ilora-released", "ilora-as-released"}
+KEPT = ("R.csv", "R_loss.csv", "R_fast.csv", "R_loss_fast.csv", "R_slow.csv", "R_loss_slow.csv", "summary.json")
 
 
 def parse_method(spec: str) -> tuple[str, dict[str, str]]:
@@ -39,10 +40,13 @@ def parse_method(spec: str) -> tuple[str, dict[str, str]]:
 def overrides(spec: str, seed: int, steps: int, eval_examples: int, buffer: int, tasks: str | None = None) -> list[str]:
     """`mcl train` overrides of one (method variant, seed); `tasks` (e.g. "stance, fomc") replaces the suite."""
     name, args = parse_method(spec)
+    config = {k: v for k, v in args.items() if "." in k}  # e.g. train.lr_schedule=constant: a config key, not a method arg
+    args = {k: v for k, v in args.items() if "." not in k}
     if name in REPLAY:
         args = {"buffer_size": str(buffer), **args}
     over = [f"method={name}", f"train.seed={seed}", f"train.steps_per_task={steps}", f"eval.max_examples={eval_examples}"]
     over += [f"tasks=[{tasks}]"] if tasks else []
+    over += [f"{k}={v}" for k, v in config.items()]
     return over + ([f"method_args={{{', '.join(f'{k}: {v}' for k, v in args.items())}}}"] if args else [])
 
 
@@ -54,6 +58,9 @@ def keep_runs(grid: list[tuple[str, int]], run_dirs: list[str], out: Path) -> No
         for name in KEPT:  # text files, each written atomically
             if (Path(run) / "metrics" / name).exists():
                 write_text_atomic(dest / name, (Path(run) / "metrics" / name).read_text())
+        for src in sorted((Path(run) / "metrics" / "examples").glob("phase-*.csv.gz")):  # per-example scores
+            with atomic_path(dest / "examples" / src.name, suffix=".gz") as tmp:
+                tmp.write_bytes(src.read_bytes())
         write_text_atomic(dest / "run.txt", f"{Path(run).name}\n")
         write_text_atomic(dest / "spec.txt", f"{spec}\n")  # the method variant as written (tables name it from this)
 

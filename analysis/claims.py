@@ -6,10 +6,12 @@
 - C2, interior points balance plasticity and stability: for each pair (factor space), the best mean
   task metric of old and new task at an interior point against the better endpoint. Holds if an interior
   point beats both endpoints by ≥ 0.02 in every pair, partly if in some, does not hold if in none.
-- C3, I-LoRA beats prior methods: OP of I-LoRA's slow learner against ER (per seed, paired) and the best
-  other continual method (mean over seeds; `one` and `mtl` are references, not competitors). Holds if
-  I-LoRA beats both on the mean and ER in every seed, partly if it beats one of them, else does not hold;
-  a verdict on one or two seeds says so. Other I-LoRA variants in the results are listed beside it.
+- C3, I-LoRA beats prior methods: OP of I-LoRA's slow learner against ER and against the best other
+  continual method (by mean OP; `one` and `mtl` are references, not competitors), each by a paired
+  bootstrap over seeds and eval examples of the final per-example scores (95 % interval of the OP
+  difference). Holds when both intervals lie above 0, does not hold when one lies below 0, otherwise
+  (an interval that contains 0, or runs kept without per-example scores) it is inconclusive.
+  Other I-LoRA variants in the results are listed beside it with their interval against ER.
 Missing inputs are reported as not run. Writes results/claims.md.
     python analysis/claims.py
 """
@@ -17,6 +19,7 @@ Missing inputs are reported as not run. Writes results/claims.md.
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +27,7 @@ import pandas as pd
 
 from tables import label
 
-from mcl.analysis import path_barriers
+from mcl.analysis import Bootstrap, interval_verdict, paired_op_difference, path_barriers
 from mcl.io import write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +61,7 @@ def c1_c2(points_csv: Path) -> tuple[str, str]:
 
 
 def _summaries(results: Path) -> pd.DataFrame:
-    """OP of every kept run (results/<...>/runs/<variant>-seed<s>/summary.json): columns variant, seed, OP."""
+    """OP of every kept run (results/<...>/runs/<variant>-seed<s>/summary.json): columns variant, seed, OP, label, dir."""
     rows = []
     for f in sorted(results.glob("*/runs/*/summary.json")) + sorted(results.glob("runs/*/summary.json")):
         if f.parents[2].name.endswith("_run"):  # a figure's own run (e.g. ilora_plane_run), not a comparison
@@ -66,39 +69,66 @@ def _summaries(results: Path) -> pd.DataFrame:
         variant, _, seed = f.parent.name.rpartition("-seed")
         spec = f.parent / "spec.txt"
         rows.append({"variant": variant, "seed": int(seed), "OP": json.loads(f.read_text())["score"]["OP"],
-                     "label": label(spec.read_text().strip()) if spec.exists() else variant})
-    return pd.DataFrame(rows, columns=["variant", "seed", "OP", "label"])
+                     "label": label(spec.read_text().strip()) if spec.exists() else variant, "dir": str(f.parent)})
+    return pd.DataFrame(rows, columns=["variant", "seed", "OP", "label", "dir"])
+
+
+@lru_cache(maxsize=None)
+def final_scores(run: str) -> dict[str, np.ndarray] | None:
+    """Per-example final scores of a kept run's primary view, by task (None when the run kept none)."""
+    summary = json.loads((Path(run) / "summary.json").read_text())
+    files = sorted((Path(run) / "examples").glob("phase-*.csv.gz"), key=lambda f: int(f.name[6:].split(".")[0]))
+    if not files:
+        return None
+    frame = pd.read_csv(files[-1])
+    frame = frame[frame.view == summary.get("primary_view", "main")].sort_values(["task", "example"])
+    return {task: g["score"].to_numpy(float) for task, g in frame.groupby("task")}
+
+
+def compare(ops: pd.DataFrame, a: str, b: str) -> dict | None:
+    """Paired bootstrap of OP(a) − OP(b) over the seeds both kept per-example scores for (None if none)."""
+    runs = {v: {int(r.seed): final_scores(r.dir) for r in ops[ops.variant == v].itertuples()} for v in (a, b)}
+    seeds = [s for s in runs[a] if s in runs[b] and runs[a][s] is not None and runs[b][s] is not None]
+    if not seeds:
+        return None
+    return paired_op_difference({s: runs[a][s] for s in seeds}, {s: runs[b][s] for s in seeds},
+                                Bootstrap(replicates=2000))
+
+
+def _interval(res: dict | None, ops: pd.DataFrame, a: str, b: str) -> str:
+    """The 95 % interval of OP(a) − OP(b), or (runs kept without per-example scores) the per-seed differences."""
+    if res is None:
+        op = {v: ops[ops.variant == v].set_index("seed")["OP"] for v in (a, b)}
+        diffs = [f"{op[a][s] - op[b][s]:+.3f}" for s in sorted(set(op[a].index) & set(op[b].index))]
+        return f"per seed {', '.join(diffs)} (no per-example scores kept: no interval)"
+    n = len(res["seeds"])
+    return f"{res['diff']:+.3f} [{res['low']:+.3f}, {res['high']:+.3f}] ({n} seed{'s' * (n > 1)})"
 
 
 def c3(results: Path, ilora: str) -> str:
-    """Verdict with numbers for C3 from the kept run summaries of one scale."""
+    """Verdict with numbers (95 % paired-bootstrap intervals) for C3 from the kept runs of one scale."""
     ops = _summaries(results).drop_duplicates(["variant", "seed"])
     mine = ops[ops.variant == ilora].set_index("seed")["OP"]
-    er = ops[ops.variant.str.startswith("er")].groupby("seed")["OP"].first()
-    seeds = sorted(set(mine.index) & set(er.index))
-    if not seeds:
+    er_name = next((v for v in ops.variant.unique() if v.startswith("er")), None)
+    if mine.empty or er_name is None:
         return "not run"
-    diff = [float(mine[s] - er[s]) for s in seeds]
     others = ops[~ops.variant.isin(REFERENCES | {ilora}) & ~ops.variant.str.startswith("ilora")]
     means = others.groupby("variant")["OP"].mean()
-    best = means.idxmax() if len(means) else None
-    beats_er = np.mean(diff) > 0 and all(d > 0 for d in diff)
-    beats_best = best is not None and mine.mean() > means[best]
-    verdict = "holds" if beats_er and beats_best else "partly" if beats_er or beats_best else "does not hold"
-    if len(seeds) == 1:
-        verdict += " on 1 seed (no spread: not a test)"
-    elif len(seeds) == 2:
-        verdict += " on 2 seeds (a weak test)"
-    text = (f"**{verdict}**: OP {mine.mean():.3f} (slow learner, {len(mine)} seed{'s' * (len(mine) > 1)}); "
-            f"I-LoRA − ER per seed {', '.join(f'{d:+.3f}' for d in diff)} (mean {np.mean(diff):+.3f})")
+    best = means.idxmax()
+    tests = {"ER": compare(ops, ilora, er_name)}
+    if best != er_name:
+        tests[f"best other ({best})"] = compare(ops, ilora, best)
+    verdict = "inconclusive" if any(r is None for r in tests.values()) else interval_verdict(
+        [(r["low"], r["high"]) for r in tests.values()])
     names = dict(zip(ops.variant, ops.label))
-    text += f"; best other method {names[best]} {means[best]:.3f}" if best is not None else ""
-    variants = ops[ops.variant.str.startswith("ilora") & (ops.variant != ilora)].groupby("variant")
-    for name, g in variants:
-        op = g.set_index("seed")["OP"]
-        vs_er = [f"{op[s] - er[s]:+.3f}" for s in sorted(set(op.index) & set(er.index))]
-        text += (f"; variant {g['label'].iloc[0]}: OP {op.mean():.3f} ({op.count()} seed{'s' if op.count() > 1 else ''}"
-                 f"{', − ER per seed ' + ', '.join(vs_er) if vs_er else ''})")
+    text = (f"**{verdict}**: OP {mine.mean():.3f} (slow learner, {len(mine)} seed{'s' * (len(mine) > 1)}); "
+            f"I-LoRA − ER {_interval(tests['ER'], ops, ilora, er_name)}")
+    text += f"; best other method {names[best]} {means[best]:.3f}"
+    if len(tests) > 1:
+        text += f", I-LoRA − it {_interval(tests[f'best other ({best})'], ops, ilora, best)}"
+    for name in sorted(v for v in ops.variant.unique() if v.startswith("ilora") and v != ilora):
+        op = ops[ops.variant == name]["OP"]
+        text += f"; variant {names[name]}: OP {op.mean():.3f}, − ER {_interval(compare(ops, name, er_name), ops, name, er_name)}"
     return text
 
 

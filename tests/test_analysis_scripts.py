@@ -4,7 +4,12 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
+
+from mcl.analysis import Bootstrap, interval_verdict, paired_op_difference
+from mcl.train.records import EXAMPLE_COLUMNS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analysis"))
 
@@ -24,37 +29,65 @@ def test_overrides_carry_the_variant_the_buffer_and_a_sub_stream():
                                                 "eval.max_examples=10"]  # no buffer for a method without replay
 
 
-def _kept(root: Path, variant: str, seed: int, op: float, spec: str | None = None) -> None:
+def _kept(root: Path, variant: str, seed: int, op: float, spec: str | None = None,
+          scores: dict[str, list[float]] | None = None) -> None:
     d = root / "runs" / f"{variant}-seed{seed}"
     d.mkdir(parents=True)
-    (d / "summary.json").write_text(json.dumps({"score": {"OP": op}}))
+    (d / "summary.json").write_text(json.dumps({"score": {"OP": op}, "primary_view": "main"}))
     if spec:
         (d / "spec.txt").write_text(f"{spec}\n")
+    if scores is not None:  # the final phase's per-example scores, as the loop writes them
+        rows = [("main", t, j, 1.0, 1, x) for t, xs in scores.items() for j, x in enumerate(xs)]
+        (d / "examples").mkdir()
+        pd.DataFrame(rows, columns=EXAMPLE_COLUMNS).to_csv(d / "examples" / "phase-1.csv.gz", index=False)
 
 
-@pytest.mark.parametrize("ilora_ops, verdict", [
-    ((0.70, 0.72), "holds"),  # beats ER in both seeds and the best other method (0.65) on the mean
-    ((0.70, 0.58), "partly"),  # above seq/ewc on the mean, but below ER in seed 1
-    ((0.10, 0.12), "does not hold"),
+def _scores(rng: np.random.Generator, p: float, n: int = 200) -> dict[str, list[float]]:
+    return {t: (rng.random(n) < p).astype(float).tolist() for t in ("a", "b")}
+
+
+@pytest.mark.parametrize("ilora_p, verdict", [
+    (0.85, "holds"),  # 0.85 vs ER 0.60 on 2 × 200 examples per seed: the interval lies above 0
+    (0.35, "does not hold"),  # far below ER: the interval lies below 0
+    (0.61, "inconclusive"),  # a hair above ER: the interval contains 0
 ])
-def test_c3_verdict_follows_the_paired_seeds(tmp_path, ilora_ops, verdict):
-    for seed, (er, ilora) in enumerate(zip((0.62, 0.60), ilora_ops)):
-        _kept(tmp_path, "er", seed, er)
-        _kept(tmp_path, "ilora_ema_lambda0.9", seed, ilora)
-        _kept(tmp_path, "seq", seed, 0.15)
+def test_c3_verdict_follows_the_paired_bootstrap_interval(tmp_path, ilora_p, verdict):
+    rng = np.random.default_rng(0)
+    for seed in (0, 1):
+        _kept(tmp_path, "er", seed, 0.6, scores=_scores(rng, 0.60))
+        _kept(tmp_path, "ilora_ema_lambda0.9", seed, ilora_p, scores=_scores(rng, ilora_p))
+        _kept(tmp_path, "seq", seed, 0.15, scores=_scores(rng, 0.15))
         _kept(tmp_path, "mtl", seed, 0.9)  # a reference, never the method to beat
-        _kept(tmp_path, "ilora_ema_lambda0.9_consistency_targetslow", seed, 0.61, "ilora:ema_lambda=0.9,consistency_target=slow")
+        _kept(tmp_path, "ilora_ema_lambda0.9_consistency_targetslow", seed, 0.61,
+              "ilora:ema_lambda=0.9,consistency_target=slow", scores=_scores(rng, 0.61))
+    claims.final_scores.cache_clear()
     text = claims.c3(tmp_path, "ilora_ema_lambda0.9")
-    assert "best other method er" in text and "on 1 seed" not in text
-    assert text.startswith(f"**{verdict} on 2 seeds (a weak test)**")
-    assert "variant ilora λ 0.9, target slow: OP 0.610 (2 seeds, − ER per seed -0.010, +0.010)" in text
+    assert text.startswith(f"**{verdict}**") and "best other method er 0.600" in text
+    low, high = (float(x) for x in text.split("I-LoRA − ER ")[1].split("[")[1].split("]")[0].split(", "))
+    assert low < high and (low > 0) == (verdict == "holds") and (high < 0) == (verdict == "does not hold")
+    assert "(2 seeds)" in text and "variant ilora λ 0.9, target slow: OP 0.610, − ER " in text
 
 
-def test_c3_says_when_nothing_ran_or_only_one_seed(tmp_path):
+def test_c3_is_inconclusive_without_per_example_scores_and_says_why(tmp_path):
     assert claims.c3(tmp_path, "ilora") == "not run"
     _kept(tmp_path, "er", 0, 0.6)
     _kept(tmp_path, "ilora", 0, 0.7)
-    assert "on 1 seed (no spread: not a test)" in claims.c3(tmp_path, "ilora")
+    claims.final_scores.cache_clear()
+    text = claims.c3(tmp_path, "ilora")
+    assert text.startswith("**inconclusive**") and "no per-example scores kept" in text
+
+
+def test_paired_bootstrap_has_zero_width_for_a_constant_per_example_offset_and_pairs_examples():
+    rng = np.random.default_rng(1)
+    b = {s: {t: rng.random(50) for t in ("x", "y")} for s in (0, 1, 2)}
+    a = {s: {t: v + 0.1 for t, v in tasks.items()} for s, tasks in b.items()}
+    res = paired_op_difference(a, b, Bootstrap(replicates=200))
+    assert res["diff"] == pytest.approx(0.1) and res["low"] == pytest.approx(0.1) and res["high"] == pytest.approx(0.1)
+    shuffled = {s: {t: rng.permutation(v) for t, v in tasks.items()} for s, tasks in a.items()}  # pairing broken
+    res = paired_op_difference(shuffled, b, Bootstrap(replicates=200))
+    assert res["diff"] == pytest.approx(0.1) and res["high"] - res["low"] > 0.02
+    assert interval_verdict([(0.01, 0.2)]) == "holds" and interval_verdict([(0.01, 0.2), (-0.3, -0.1)]) == "does not hold"
+    assert interval_verdict([(-0.01, 0.2)]) == "inconclusive" and interval_verdict([]) == "inconclusive"
 
 
 def _summary(op: float, views: tuple[str, ...] = ("main",), nan_bwt: bool = False) -> dict:
@@ -100,3 +133,15 @@ def test_paired_differences_use_the_seeds_both_methods_have(tmp_path):
     assert (tmp_path / "paired_ilora_ema_lambda0.9_minus_er.csv").read_text().splitlines()[1].startswith("1,0.05,")
     assert tables.paired_md({("ilora:ema_lambda=0.9", "er"): rows}).splitlines()[2] == \
         "| ilora λ 0.9 | er | 1 | +0.050 | +0.000 | +0.000 | -0.200 | -0.400 |"
+
+
+def test_a_dotted_key_in_a_variant_is_a_config_override_and_tuning_chooses_the_best_ilora():
+    over = overrides("ilora:consistency_weight=0.1,train.lr_schedule=constant", 0, 100, 100, 200, tasks="a, b")
+    assert "train.lr_schedule=constant" in over and over[-1] == "method_args={buffer_size: 200, consistency_weight: 0.1}"
+    import ilora_tuning
+
+    specs = list(ilora_tuning.VARIANTS.values())
+    summaries = {(spec, s): {"score": {"OP": 0.5 + 0.01 * k + 0.001 * s}} for k, spec in enumerate(specs) for s in (0, 1)}
+    summaries[("er", 0)] = summaries[("er", 1)] = {"score": {"OP": 0.99}}  # ER is a reference, never chosen
+    choice = ilora_tuning.choose(summaries)
+    assert choice["chosen_spec"] == specs[-1] and choice["variants"]["ER (reference)"]["OP_mean"] == 0.99

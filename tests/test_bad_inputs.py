@@ -287,7 +287,7 @@ ROWS = [
         lambda ws, w: train_yaml(ws, w, method="er", method_args={"buffer_size": -1})),
     Row("config buffer is a string", E, TR, 2, "must be a number",
         lambda ws, w: train_yaml(ws, w, method="er", method_args={"buffer_size": "many"})),
-    Row("config ilora lambda 2", E, TR, 2, "ema_lambda (ilora) must lie in [0.0, 1.0]",
+    Row("config ilora lambda 2", E, TR, 2, "ema_lambda (ilora) must be 'auto' or a number in [0, 1]",
         lambda ws, w: train_yaml(ws, w, method="ilora", method_args={"ema_lambda": 2})),
     Row("config ilora layers 'middle'", E, TR, 2, "layers (ilora) must be",
         lambda ws, w: train_yaml(ws, w, method="ilora", method_args={"layers": "middle"})),

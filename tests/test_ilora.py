@@ -332,7 +332,7 @@ def test_snapshots_every_n_steps_trace_fast_and_slow(setting, tmp_path):
     from mcl.adapters import read_adapter
 
     cfg = _cfg(setting, tmp_path, "ilora", tasks=setting["tasks"][:2], **{"text.separator": " "},
-               method_args={"buffer_size": 16, "snapshot_every": 2})
+               method_args={"buffer_size": 16, "snapshot_every": 2, "ema_lambda": 0.75})
     run_dir = train(cfg, progress_bar=False)
     for k, name in enumerate(["first", "last"]):
         task_dir = run_dir / "tasks" / f"{k}-{name}"
@@ -370,3 +370,123 @@ def test_snapshots_off_by_default_and_not_pinned(setting, tmp_path):
     assert not (run_dir / "tasks" / "0-first" / "snapshots").exists()
     assert "snapshot_every" not in json.loads((run_dir / "method.json").read_text())["args"]
     assert "text" not in json.loads((run_dir / "tasks" / "0-first" / "slow" / "mcl.json").read_text())
+
+
+@pytest.mark.parametrize("steps, expected", [(100, 0.9), (40, 0.75), (10, 0.0), (4, 0.0)])
+def test_default_lambda_follows_the_run_and_a_slower_explicit_one_is_warned(setting, capsys, steps, expected):
+    from types import SimpleNamespace
+
+    cfg = _cfg(setting, setting["root"] / "unused", **{"train.steps_per_task": steps})
+    ctx = Context(model=None, tokenizer=None, accelerator=Accelerator(cpu=True), config=cfg, tasks=["a", "b"],
+                  train_data=[SimpleNamespace(train=[0] * 48)] * 2)
+    method = METHODS["ilora"](ctx)
+    assert method.args["ema_lambda"] == pytest.approx(expected)  # window 1/(1-λ) = 10 % of the task's steps
+    assert f"ema_lambda auto = {expected:.4g}" in capsys.readouterr().out
+    METHODS["ilora"](ctx, ema_lambda=0.99)  # a 100-step window
+    out = capsys.readouterr().out
+    assert ("warning: ilora ema_lambda 0.99 averages over 100 steps" in out) == (steps < 1000)
+    METHODS["ilora"](ctx, ema_lambda=expected)  # at the rule: no warning
+    assert "warning" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("target", ["max", "slow"])
+def test_logit_consistency_is_the_masked_mse_of_both_learners_logits_at_labelled_positions(setting, target):
+    from mcl.train.losses import to_device
+
+    method, tok, data = _method_with_data(setting, consistency_on="logits", consistency_target=target)
+    assert "consistency_on" in method.args  # not the default: pinned in method.json
+    replay = to_device(_batch(method, data, 0, 0), "cpu")
+    keep = replay["keep"]
+    peft = method.ctx.peft
+    fast = peft(input_ids=replay["input_ids"], attention_mask=replay["attention_mask"], logits_to_keep=keep).logits
+    got = method.logit_consistency(fast, replay)
+    from mcl.train.methods.base import active_adapter
+
+    with torch.no_grad(), active_adapter(peft, "slow"):  # by hand: full logits, then the labelled positions
+        slow_full = peft(input_ids=replay["input_ids"], attention_mask=replay["attention_mask"]).logits
+    fast_full = peft(input_ids=replay["input_ids"], attention_mask=replay["attention_mask"]).logits
+    lab = replay["labels"][:, 1:] != -100
+    d = fast_full[:, :-1][lab] - slow_full[:, :-1][lab]
+    d = d.clamp(max=0) if target == "max" else d
+    expected = (d ** 2).mean()
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-7) and got > 0
+    got.backward()  # the gradient reaches the fast learner only
+    assert all(p.grad is None for p in lora_parameters(peft, "slow").values())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in lora_parameters(peft, "fast").values())
+
+
+def test_default_consistency_on_is_left_out_of_the_pinned_arguments(setting):
+    method, _ = _method(setting)
+    assert "consistency_on" not in method.args and method.consistency_on == "hidden"
+
+
+def test_as_released_keeps_the_slow_learner_at_the_base_model(setting, tmp_path):
+    run_dir = train(_cfg(setting, tmp_path, "ilora-as-released", tasks=setting["tasks"][:2],
+                         method_args={"buffer_size": 16}), progress_bar=False)
+    for d in _adapter_dirs(run_dir):
+        t = load_file(d / "adapter_model.safetensors")
+        zero_b = all(float(v.abs().sum()) == 0 for k, v in t.items() if "lora_B" in k)
+        assert zero_b == (d.name == "slow"), d  # slow: ΔW = 0 after every task; fast: trained
+    summary = json.loads((run_dir / "metrics" / "summary.json").read_text())
+    assert summary["primary_view"] == "fast"
+
+
+def test_constant_schedule_keeps_the_peak_after_warm_up(setting, tmp_path):
+    import pandas as pd
+
+    from mcl.train.loop import lr_factor
+
+    assert [lr_factor(s, 10, 2, "constant") for s in range(4)] == [0.5, 1.0, 1.0, 1.0]
+    assert lr_factor(9, 10, 2) < 0.2  # cosine ends near 10 %
+    run_dir = train(_cfg(setting, tmp_path, "seq", tasks=setting["tasks"][:1],
+                         **{"train.lr_schedule": "constant", "train.log_every": 1, "train.warmup": 2}), progress_bar=False)
+    log = pd.read_csv(run_dir / "metrics" / "train_log.csv")
+    assert list(log.lr) == pytest.approx([2.5e-3, 5e-3, 5e-3, 5e-3])  # warm-up 2, lr 5e-3
+
+
+def test_placement_search_places_the_slow_learner_at_the_path_minimum_and_resumes_exactly(setting, tmp_path):
+    from mcl.paths import lerp_states_
+    from mcl.train.loop import _Stop, resolve_run_dir
+    from test_train import _tensors
+
+    kw = {"method_args": {"buffer_size": 16, "placement": "search", "snapshot_every": 2},
+          "train.steps_per_task": 4, "tasks": setting["tasks"][:2]}
+    run_dir = train(_cfg(setting, tmp_path / "a", "ilora", **kw), progress_bar=False)
+    tasks = sorted((run_dir / "tasks").iterdir())
+    rec = json.loads((run_dir / "metrics" / "placement-1.json").read_text())
+    assert 0.0 <= rec["t"] <= 1.0 and len(rec["evaluations"]) >= 6  # 5 grid points + Brent
+    assert rec["objective"] == min(e["objective"] for e in rec["evaluations"])
+    slow0, slow1, fast1 = (load_file(tasks[k] / n / "adapter_model.safetensors")
+                           for k, n in ((0, "slow"), (1, "slow"), (1, "fast")))
+    for snap in sorted((tasks[1] / "snapshots").iterdir()):  # fixed during the task
+        s = load_file(snap / "slow" / "adapter_model.safetensors")
+        assert all(torch.equal(s[k], slow0[k]) for k in slow0)
+    keys = sorted(slow0)
+    placed = [slow0[k].clone() for k in keys]
+    lerp_states_(placed, [fast1[k] for k in keys], rec["t"])
+    assert all(torch.equal(p, slow1[k]) for p, k in zip(placed, keys))  # exactly the point t of slow(0) → fast(1)
+    cfg = _cfg(setting, tmp_path / "b", "ilora", **kw)
+    with pytest.raises(_Stop):
+        train(cfg, progress_bar=False, stop_at=(1, 2))  # killed in task 2
+    resumed = train(cfg, progress_bar=False)
+    a, b = _tensors(run_dir), _tensors(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[n][k], b[n][k]) for n in a for k in a[n])
+    assert json.loads((resolve_run_dir(cfg) / "metrics" / "placement-1.json").read_text()) == rec
+
+
+def test_placement_holds_out_a_seeded_slice_of_each_train_split(setting):
+    from types import SimpleNamespace
+
+    from mcl.train.methods.ilora import ILoRA
+
+    cfg = _cfg(setting, setting["root"] / "unused")
+    data = [SimpleNamespace(train=list(range(40))), SimpleNamespace(train=list(range(30)))]
+    ctx = Context(model=None, tokenizer=None, accelerator=Accelerator(cpu=True), config=cfg, tasks=["a", "b"],
+                  train_data=data)
+    held = ILoRA.hold_out(ctx, 0.1)
+    assert [len(h) for h in held.values()] == [4, 3] and [len(d.train) for d in data] == [36, 27]
+    for d, h, n in zip(data, held.values(), (40, 30)):
+        assert sorted(d.train + h) == list(range(n)) and not set(d.train) & set(h)  # never trained on
+    again = [SimpleNamespace(train=list(range(40))), SimpleNamespace(train=list(range(30)))]
+    assert ILoRA.hold_out(Context(model=None, tokenizer=None, accelerator=ctx.accelerator, config=cfg, tasks=["a", "b"],
+                                  train_data=again), 0.1) == held  # seeded: the same slice on resume

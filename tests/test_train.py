@@ -412,3 +412,21 @@ def test_task_dirs_are_in_task_order_and_skip_what_is_not_a_task(tmp_path):
         (tmp_path / "tasks" / name).mkdir(parents=True)
     (tmp_path / "tasks" / "3-file").write_text("")
     assert [d.name for d in task_dirs(tmp_path)] == ["0-a", "1-b", "2-c", "10-k"]
+
+
+def test_per_example_scores_of_every_phase_and_view_recompute_the_R_matrices(setting, tmp_path):
+    run_dir = train(_cfg(setting, tmp_path, "ilora", tasks=setting["tasks"][:2], method_args={"buffer_size": 16},
+                         **{"eval.generate": True}), progress_bar=False)
+    m = run_dir / "metrics"
+    for view in ("slow", "fast"):  # R_slow.csv beside R_fast.csv; R.csv is the primary (slow) view
+        assert (m / f"R_{view}.csv").is_file() and (m / f"R_loss_{view}.csv").is_file()
+    assert (m / "R.csv").read_text() == (m / "R_slow.csv").read_text()
+    for phase in (0, 1):
+        ex = pd.read_csv(m / "examples" / f"phase-{phase}.csv.gz")
+        assert set(ex.view) == {"slow", "fast"} and len(ex) == 2 * 2 * 8  # views x tasks x eval examples
+        for view, suffix in (("slow", ""), ("fast", "_fast")):
+            R = pd.read_csv(m / f"R{suffix}.csv", index_col=0).iloc[phase]
+            L = pd.read_csv(m / f"R_loss{suffix}.csv", index_col=0).iloc[phase]
+            for task, g in ex[ex.view == view].groupby("task"):
+                assert g.score.mean() == pytest.approx(R[task], abs=1e-12)
+                assert g.loss_sum.sum() / g.tokens.sum() == pytest.approx(L[task], rel=1e-12)

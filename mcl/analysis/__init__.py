@@ -14,7 +14,7 @@
 
 from mcl.analysis.adaptive import AdaptiveSearch, adaptive_sweep, refine_peak
 from mcl.analysis.barriers import BARRIER_METRICS, BarrierMetric, barriers
-from mcl.analysis.bootstrap import Bootstrap, bootstrap_barriers
+from mcl.analysis.bootstrap import Bootstrap, bootstrap_barriers, interval_verdict, paired_op_difference
 from mcl.analysis.cache import PointCache, model_fingerprint
 from mcl.analysis.matrix import BarrierMatrix, barrier_matrix
 from mcl.analysis.objective import TaskObjective
@@ -24,7 +24,7 @@ from mcl.analysis.sweep import evaluate_points, evaluators, path_barriers, sweep
 __all__ = [
     "AdaptiveSearch", "BARRIER_METRICS", "BarrierMatrix", "BarrierMetric", "Bootstrap", "Plane", "PointCache",
     "TaskObjective", "adaptive_sweep", "barrier_matrix", "barriers", "bootstrap_barriers", "evaluate_points",
-    "evaluators", "model_fingerprint", "path_barriers", "plane", "plot_barrier_matrix", "plot_path", "plot_plane",
+    "evaluators", "interval_verdict", "model_fingerprint", "paired_op_difference", "path_barriers", "plane", "plot_barrier_matrix", "plot_path", "plot_plane",
     "project", "refine_peak", "snapshot_trajectories", "sweep", "t_grid",
 ]
 

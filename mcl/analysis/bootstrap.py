@@ -102,3 +102,43 @@ def with_bands(frame: pd.DataFrame, intervals: dict[str, dict[str, Any]]) -> pd.
         band = np.asarray(intervals[task].get("band", np.full((len(g), 2), np.nan)))
         parts.append(g.assign(loss_low=band[:, 0], loss_high=band[:, 1]))
     return pd.concat(parts, ignore_index=True)
+
+
+def paired_op_difference(a: dict[int, dict[str, np.ndarray]], b: dict[int, dict[str, np.ndarray]],
+                         settings: Bootstrap = Bootstrap()) -> dict[str, Any]:
+    """Paired bootstrap over seeds and examples of OP(a) − OP(b): {diff, low, high, seeds, per_seed}.
+
+    `a[seed][task]` and `b[seed][task]` are per-example final scores on the same eval examples (same order).
+    A replicate draws seeds with replacement, then each drawn seed's examples of every task with replacement
+    (the same draw for a and b: the comparison is paired), and averages the per-task mean differences.
+    """
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        raise MclError("no seed has per-example scores for both methods")
+    rng = np.random.default_rng(settings.seed)
+    B = settings.replicates
+    per_seed, samples = [], []
+    for s in seeds:
+        tasks = sorted(a[s])
+        if sorted(b[s]) != tasks:
+            raise MclError(f"seed {s}: the two runs scored different tasks ({tasks} vs {sorted(b[s])})")
+        d = [np.asarray(a[s][t], float) - np.asarray(b[s][t], float) for t in tasks]
+        if any(len(x) != len(y) for x, y in zip((a[s][t] for t in tasks), (b[s][t] for t in tasks))):
+            raise MclError(f"seed {s}: the two runs scored different numbers of examples; not a paired comparison")
+        per_seed.append(float(np.mean([x.mean() for x in d])))
+        samples.append(np.mean([x[rng.integers(0, len(x), (B, len(x)))].mean(1) for x in d], axis=0))
+    draws = rng.integers(0, len(seeds), (B, len(seeds)))
+    reps = np.stack(samples)[draws, np.arange(B)[:, None]].mean(1)
+    tail = (1 - settings.level) / 2 * 100
+    low, high = np.percentile(reps, [tail, 100 - tail])
+    return {"diff": float(np.mean(per_seed)), "low": float(low), "high": float(high), "seeds": seeds,
+            "per_seed": per_seed}
+
+
+def interval_verdict(intervals: Sequence[tuple[float, float]]) -> str:
+    """'holds' when every interval lies above 0, 'does not hold' when one lies below 0, else 'inconclusive'."""
+    if intervals and all(low > 0 for low, _ in intervals):
+        return "holds"
+    if any(high < 0 for _, high in intervals):
+        return "does not hold"
+    return "inconclusive"

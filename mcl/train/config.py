@@ -34,6 +34,7 @@ class TrainSpec:
     batch_size: int = 16
     grad_accum: int = 1
     lr: float = 1e-3
+    lr_schedule: str = "cosine"  # cosine (to 10 % of lr at the end of each phase) | constant, after the linear warm-up
     warmup: int = 20
     weight_decay: float = 0.0
     max_len: int = 256
@@ -77,6 +78,7 @@ class EvalSpec:
 
 ADDED_KEYS: dict[tuple[str, ...], Any] = {
     ("model_dtype",): "fp32", ("train", "gradient_checkpointing"): False, ("train", "epochs_per_task"): None,
+    ("train", "lr_schedule"): "cosine",
 }
 
 
@@ -224,6 +226,8 @@ def validate(cfg: RunConfig) -> None:
         raise MclError(f"model_dtype must be fp32|bf16|fp16 (got {cfg.model_dtype!r})")
     if cfg.train.mixed_precision not in ("no", "bf16", "fp16"):
         raise MclError(f"train.mixed_precision must be no|bf16|fp16 (got {cfg.train.mixed_precision!r})")
+    if cfg.train.lr_schedule not in ("cosine", "constant"):
+        raise MclError(f"train.lr_schedule must be cosine|constant (got {cfg.train.lr_schedule!r})")
     cfg.text.check()
     METHODS[cfg.method].check_args(cfg.method_args)
     _check_tracker(cfg.train.log_with)

@@ -41,7 +41,7 @@ from mcl.train.config import RunConfig
 from mcl.train.losses import mean_ce, to_device
 from mcl.train.data import TaskData, encode_tasks, label_tokens, make_batch, step_label_tokens
 from mcl.train.methods import METHODS, Context
-from mcl.train.records import TrainLog, write_predictions
+from mcl.train.records import TrainLog, write_example_scores, write_predictions
 from mcl.train.scoring import Scorer, write_metrics
 
 
@@ -51,10 +51,12 @@ class _Stop(Exception):
     """Raised by the test hook `stop_at` to simulate a kill right after a checkpoint."""
 
 
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up then cosine decay to 10% of the peak learning rate."""
+def lr_factor(step: int, total: int, warmup: int, schedule: str = "cosine") -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak learning rate (or, `constant`, the peak)."""
     if step < warmup:
         return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
     frac = (step - warmup) / max(1, total - warmup)
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
 
@@ -278,7 +280,7 @@ def _train(cfg: RunConfig, progress_bar: bool, stop_at: tuple[int, int] | None, 
         for step in bar:
             model.train()
             for g in optimizer.param_groups:
-                g["lr"] = cfg.train.lr * lr_factor(step, total, cfg.train.warmup)
+                g["lr"] = cfg.train.lr * lr_factor(step, total, cfg.train.warmup, cfg.train.lr_schedule)
             micro_steps = range(step * accum, (step + 1) * accum)
             step_tokens = max(1, step_label_tokens(data, task_ids, cfg.train, phase, micro_steps, world))
             seen: dict[str, list] = {"examples": [], "task": []}  # every micro-batch goes to after_step
@@ -325,16 +327,20 @@ def _train(cfg: RunConfig, progress_bar: bool, stop_at: tuple[int, int] | None, 
                                                                      "tasks": [task_record(tasks[i]) for i in task_ids],
                                                                      **text_meta(cfg.text)})
         scores = {view: {} for view in method.views}
+        examples: list[tuple[str, str, torch.Tensor]] = []
         for view in method.views:
             for i in tqdm(range(len(names)), desc=f"[{phase + 1}/{len(phases)}] scoring {view}", unit="task",
                           disable=not (progress_bar and main), leave=False):
                 records: list[dict] = []
+                parts: list[torch.Tensor] = []
                 with method.eval_view(view, i, phase):
-                    scores[view][names[i]] = scorer.score(ctx.peft, i, records)  # every process scores its shard
+                    scores[view][names[i]] = scorer.score(ctx.peft, i, records, parts)  # every process scores its shard
+                examples.append((view, names[i], parts[0]))
                 if records and main:  # generations of the main process's shard (all of them with one process)
                     tag = "" if view == method.views[0] else f".{view}"
                     write_predictions(run_dir / "predictions" / f"{phase}-{names[i]}{tag}.jsonl", records)
         if main:
+            write_example_scores(run_dir / "metrics" / "examples" / f"phase-{phase}.csv.gz", examples)
             write_json_atomic(run_dir / "metrics" / f"phase-{phase}.json",
                               {"phase": phase, "tasks": [names[i] for i in task_ids], "train_seconds": seconds,
                                "train_cpu_seconds": cpu_seconds,

@@ -4,13 +4,19 @@
 adds through `Method.log_values`, e.g. I-LoRA's CE_cur, CE_buf and ‖slow − fast‖); a resumed run
 drops the rows after its checkpoint and continues. `predictions/<phase>-<task>.jsonl` holds one
 {prompt, answer, generation, score} per scored example, so a score of 0.000 can be read, not guessed.
+`metrics/examples/phase-<k>.csv.gz` holds every view's per-example loss sum, label-token count and
+metric score of every task after phase k (all processes' shards): paired tests over examples read it.
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import json
 from pathlib import Path
+
+import torch
 
 from mcl.io import atomic_path, write_text_atomic
 
@@ -56,3 +62,18 @@ class TrainLog:
 def write_predictions(dest: str | Path, records: list[dict]) -> None:
     """One JSON line per {prompt, answer, generation, score}, written atomically."""
     write_text_atomic(dest, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+EXAMPLE_COLUMNS = ["view", "task", "example", "loss_sum", "tokens", "score"]
+
+
+def write_example_scores(dest: str | Path, parts: list[tuple[str, str, torch.Tensor]]) -> None:
+    """One gzip CSV row per (view, task, example): loss sum, label tokens, score (NaN when not generated)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(EXAMPLE_COLUMNS)
+    for view, task, p in parts:
+        for j, (loss_sum, tokens, score) in enumerate(p.T.tolist()):
+            writer.writerow([view, task, j, repr(loss_sum), int(tokens), repr(score)])
+    with atomic_path(dest, suffix=".gz") as tmp:
+        Path(tmp).write_bytes(gzip.compress(buf.getvalue().encode(), mtime=0))

@@ -1,8 +1,8 @@
 """Scoring during a run (loss and task metric per task) and the run's metric files.
 
 Files written under runs/<name>/metrics/: base.json (base model), phase-<k>.json (each phase's
-scores per evaluation view), R.csv / R_loss.csv for the primary view (R_<view>.csv for others)
-and summary.json with OP/BWT/FWT/forgetting for scores and for loss.
+scores per evaluation view), R.csv / R_loss.csv for the primary view (and, with several views,
+R_<view>.csv / R_loss_<view>.csv for every view, e.g. R_slow.csv and R_fast.csv), summary.json with OP/BWT/FWT/forgetting for scores and for loss.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from mcl.eval.evaluate import TaskEvaluator
 from mcl.io import atomic_path, write_json_atomic
@@ -36,15 +37,18 @@ class Scorer:
             for d in data
         ]
 
-    def score(self, model, i: int, records: list[dict] | None = None) -> dict:
+    def score(self, model, i: int, records: list[dict] | None = None, examples: list | None = None) -> dict:
         """Loss and (when enabled) task metric of task i for the model as it is now (a collective call when sharded).
 
-        Generations go into `records` (this process's shard of the examples when sharded).
+        Generations go into `records` (this process's shard of the examples when sharded); the whole
+        split's (3, n) per-example parts (loss sum, tokens, score; NaN scores without generation) into `examples`.
         """
         evaluator = self.evaluators[i]
         parts = evaluator.example_parts(model, generate=self.generate, records=records)
         if self.accelerator is not None:
             parts = self.accelerator.reduce(parts.to(self.accelerator.device), reduction="sum").cpu()
+        if examples is not None:
+            examples.append(parts if self.generate else torch.cat([parts[:2], torch.full_like(parts[2:], float("nan"))]))
         r = evaluator.summarize(parts, generate=self.generate)
         return {k: r[k] for k in ("loss", "metric", "metric_name", "higher_is_better", "chance")}
 
@@ -70,13 +74,17 @@ def write_metrics(run_dir: Path, tasks: list[str], n_phases: int, views: tuple[s
     summary = {"tasks": tasks, "views": list(views), "primary_view": views[0]}
     for view in views:
         suffix = "" if view == views[0] else f"_{view}"
+        # with several views each also has its own name (R_slow.csv beside R_fast.csv); R.csv is the primary
+        suffixes = [suffix] + ([f"_{view}"] if len(views) > 1 and view == views[0] else [])
         loss = np.array([[p["scores"][view][t]["loss"] for t in tasks] for p in phases])
-        _write_csv(pd.DataFrame(loss, index=rows, columns=tasks), mdir / f"R_loss{suffix}.csv")
+        for s in suffixes:
+            _write_csv(pd.DataFrame(loss, index=rows, columns=tasks), mdir / f"R_loss{s}.csv")
         base_loss = np.array([base[t]["loss"] for t in tasks])
         summary[f"loss{suffix}"] = cl_metrics_loss(loss, base_loss)
         if all(p["scores"][view][t].get("metric") is not None for p in phases for t in tasks):
             R = np.array([[p["scores"][view][t]["metric"] for t in tasks] for p in phases])
-            _write_csv(pd.DataFrame(R, index=rows, columns=tasks), mdir / f"R{suffix}.csv")
+            for s in suffixes:
+                _write_csv(pd.DataFrame(R, index=rows, columns=tasks), mdir / f"R{s}.csv")
             summary[f"score{suffix}"] = cl_metrics(R, np.array([base[t]["metric"] for t in tasks]))
     summary["metric_names"] = {t: base[t].get("metric_name") for t in tasks}
     write_json_atomic(mdir / "summary.json", summary)
