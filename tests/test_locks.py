@@ -131,8 +131,7 @@ def test_two_sweeps_on_one_out_dir_one_writes_one_consistent_result(setting, tmp
     result = json.loads((out / "barrier.json").read_text())
     frame = pd.read_csv(out / "path.csv").sort_values("t")
     assert result["b"] == setting["b"] and result["tasks"]["first"]["loss"] == frame["loss"].tolist()
-    assert sorted(p.name for p in out.iterdir()) == ["barrier.json", "path.csv", "path.html", "path.png",
-                                                     "plotly.min.js"]
+    assert sorted(p.name for p in out.iterdir()) == ["barrier.json", "path.csv", "path.html", "path.png"]
     assert not lock_file_for(out).exists()
 
 

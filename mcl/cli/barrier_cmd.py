@@ -52,7 +52,8 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
 
 
 MAX_POINTS = 1001
-BARRIER_FILES = ("barrier.json", "path.csv", "path.png", "path.html", "attribution.csv", "attribution.png")
+BARRIER_FILES = ("barrier.json", "path.csv", "path.png", "path.html", "attribution.csv", "attribution.png",
+                 "plotly.min.js")  # the last: shared by the HTML of earlier versions, now self-contained
 
 
 def check_eval_args(args: argparse.Namespace) -> None:

@@ -18,7 +18,7 @@ from mcl.cli.common import add_points_argument, choice_argument
 from mcl.errors import MclError
 
 MATRIX_FILES = ("barrier_matrix.json", "barriers.csv", "curves.csv", "barrier_matrix.png", "barrier_matrix.html",
-                "barrier_matrix_metric.png", "barrier_matrix_metric.html")
+                "barrier_matrix_metric.png", "barrier_matrix_metric.html", "plotly.min.js")  # that of earlier versions
 
 
 def checkpoint_dirs(paths: list[str], learner: str) -> list[Path]:

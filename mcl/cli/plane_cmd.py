@@ -15,7 +15,8 @@ from mcl.cli.barrier_cmd import (add_eval_arguments, apply_base_override, cache_
 from mcl.cli.common import choice_argument
 from mcl.errors import MclError
 
-PLANE_FILES = ("plane.json", "plane.csv", "plane.png", "plane.html", "trajectories.csv")
+PLANE_FILES = ("plane.json", "plane.csv", "plane.png", "plane.html", "trajectories.csv",
+               "plotly.min.js")  # the last: shared by the HTML of earlier versions, now self-contained
 
 
 def _plane(args: argparse.Namespace) -> int:

@@ -3,11 +3,12 @@
 Runs are grouped by everything in their description but the seed (the config, with the method's
 resolved arguments from method.json); a group's row label names the method and whatever else differs
 between the groups. Groups of several seeds show mean ± std, one seed shows its value. `report.html`
-is self-contained (plotly embedded once), so it opens offline.
+is self-contained (plotly.js embedded once, see `mcl.html`), so it opens offline and can be copied alone.
 """
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 from typing import Any
@@ -188,19 +189,16 @@ def heatmaps(run: dict, out_dir: Path, label: str | None = None, scales: dict | 
 def report_html(runs: list[dict], labels: list[str], table: pd.DataFrame, agg: pd.DataFrame,
                 scales: dict[str, tuple[float, float]]) -> str:
     """One self-contained HTML page: both tables and every run's interactive heatmaps, plotly.js embedded once."""
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>mcl report</title>",
-             "<style>body{font-family:sans-serif;margin:2em} table{border-collapse:collapse;font-size:13px}"
-             " td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}</style></head><body>",
-             "<h1>mcl report</h1><h2>Per group: mean ± std over seeds</h2>", agg.to_html(),
+    from mcl.html import figure_block, page
+
+    parts = ["<h1>mcl report</h1><h2>Per group: mean ± std over seeds</h2>", agg.to_html(),
              "<h2>Per run (final scores; OP/BWT/FWT/forgetting)</h2>", table.round(4).to_html(na_rep="–")]
-    first = True
     for run, label in zip(runs, labels):
-        parts.append(f"<h2>{label}, seed {run['config']['train']['seed']} ({run['dir'].name})</h2>")
-        for name in run["R"]:
-            fig = _plotly_heatmap(run, name, scales["loss" if _is_loss(name) else "score"], name)
-            parts.append(fig.to_html(full_html=False, include_plotlyjs=first))
-            first = False
-    return "\n".join([*parts, "</body></html>"])
+        seed, name = run["config"]["train"]["seed"], run["dir"].name
+        parts.append(f"<h2>{html.escape(label)}, seed {seed} ({html.escape(name)})</h2>")
+        parts += [figure_block(_plotly_heatmap(run, name, scales["loss" if _is_loss(name) else "score"], name))
+                  for name in run["R"]]
+    return page("mcl report", parts)
 
 
 def report(run_dirs: list[str | Path], out_dir: str | Path) -> pd.DataFrame:
