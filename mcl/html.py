@@ -101,7 +101,8 @@ PLOTLY_JS_MODES: dict[str, Callable[[Path], str]] = {"embedded": _embedded, "pla
 
 def figure_block(fig: Any) -> str:
     """A plotly figure as a JSON block that the page's script draws in its place."""
-    return '<script type="application/json" class="mcl-figure">' + fig.to_json().replace("</", "<\\/") + "</script>"
+    text = fig.to_json().replace("<", "\\u003c")  # no "</script>" or "<!--" can end or bend the block
+    return '<script type="application/json" class="mcl-figure">' + text + "</script>"
 
 
 def page(title: str, body: list[str], directory: str | os.PathLike = ".", plotlyjs: str = "embedded") -> str:

@@ -23,7 +23,7 @@ from plotly.offline import get_plotlyjs
 
 from mcl.analysis.matrix import BarrierMatrix
 from mcl.analysis.plane import Plane
-from mcl.analysis.plots import barrier_scale, plot_barrier_matrix, plot_plane
+from mcl.analysis.plots import barrier_scale, plot_barrier_matrix, plot_path, plot_plane
 from mcl.cli.barrier_cmd import main as barrier_main
 from mcl.cli.main import main
 from mcl.errors import MclError
@@ -82,6 +82,9 @@ def test_every_html_mcl_writes_is_self_contained(setting, tmp_path):  # noqa: F8
     a, b, tasks = setting["a"], setting["b"], setting["tasks"][:1]
     c = write_adapter(tmp_path / "c", setting["make_base"](), seed=3)
     common = ["--data", *tasks, "--points", "3", "--quiet", "--no-cache"]
+    for out in ("barrier", "plane", "matrix"):  # the shared bundle an earlier version wrote goes with its pages
+        (tmp_path / out).mkdir()
+        (tmp_path / out / PLOTLY_JS).write_text("// plotly.js")
     assert barrier_main([a, b, *common, "--out", str(tmp_path / "barrier")]) == 0
     assert main(["plane", a, b, c, "--data", *tasks, "--grid", "2", "--quiet", "--no-cache",
                  "--out", str(tmp_path / "plane")]) == 0
@@ -194,3 +197,13 @@ def test_plane_panels_fill_their_cells_with_colour_bars_as_tall_as_them(tmp_path
         assert (box.height * height) / (box.width * width) == pytest.approx(0.8, abs=0.15)  # not squashed flat
         assert bar_box.height == pytest.approx(box.height, rel=0.02) and bar_box.width < 0.1 * box.width
         assert bar.get_ylabel() == "loss"
+
+
+def test_a_task_name_cannot_end_the_figure_block(tmp_path):
+    name = "</script><script>alert(1)</script><!--"
+    frame = pd.DataFrame({"t": [0.0, 1.0], "task": name, "loss": [1.0, 2.0], "metric": np.nan, "metric_name": None})
+    plot_path(frame, html=tmp_path / "path.html", title=name)
+    parsed = assert_standalone(tmp_path / "path.html")
+    assert [t["name"] for t in parsed.figures()[0]["data"]] == [name]
+    assert [attrs.get("class") or attrs.get("type") for attrs, _ in parsed.scripts] == [
+        "mcl-figure", "application/gzip;base64", None, None]  # the figure, plotly.js, its unpacker, the drawing
