@@ -105,10 +105,16 @@ def figure_block(fig: Any) -> str:
     return '<script type="application/json" class="mcl-figure">' + text + "</script>"
 
 
-def page(title: str, body: list[str], directory: str | os.PathLike = ".", plotlyjs: str = "embedded") -> str:
-    """A whole HTML page: `body` (HTML fragments, figure blocks), plotly.js as `plotlyjs` says, the drawing script."""
+def check_plotlyjs(plotlyjs: str) -> str:
+    """`plotlyjs` if it names a mode of PLOTLY_JS_MODES, else a one-line MclError."""
     if plotlyjs not in PLOTLY_JS_MODES:
         raise MclError(f"unknown plotlyjs mode {plotlyjs!r}; choose from {', '.join(PLOTLY_JS_MODES)}")
+    return plotlyjs
+
+
+def page(title: str, body: list[str], directory: str | os.PathLike = ".", plotlyjs: str = "embedded") -> str:
+    """A whole HTML page: `body` (HTML fragments, figure blocks), plotly.js as `plotlyjs` says, the drawing script."""
+    check_plotlyjs(plotlyjs)
     head = (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{PAGE_STYLE}</style></head><body>")
     return "\n".join([head, *body, PLOTLY_JS_MODES[plotlyjs](Path(directory)), DRAW, "</body></html>"])

@@ -135,6 +135,10 @@ def test_the_other_plotly_modes_and_a_wrong_one(tmp_path):
     assert get_plotlyjs() in page("t", [], tmp_path, plotlyjs="plain")
     with pytest.raises(MclError, match="unknown plotlyjs mode 'cdn'; choose from embedded, plain, directory"):
         page("t", [], tmp_path, plotlyjs="cdn")
+    frame = pd.DataFrame({"t": [0.0, 1.0], "task": "x", "loss": [1.0, 2.0], "metric": np.nan, "metric_name": None})
+    with pytest.raises(MclError, match="unknown plotlyjs mode 'cdn'"):
+        plot_path(frame, tmp_path / "p.png", tmp_path / "p.html", plotlyjs="cdn")
+    assert not (tmp_path / "p.png").exists()  # refused before anything is written
 
 
 def test_the_compressed_bundle_is_kept_and_a_bad_copy_is_replaced(tmp_path, monkeypatch):

@@ -25,7 +25,7 @@ from plotly.subplots import make_subplots
 
 from mcl.analysis.matrix import BarrierMatrix
 from mcl.analysis.plane import Plane
-from mcl.html import write_figure_html
+from mcl.html import check_plotlyjs, write_figure_html
 from mcl.io import atomic_path
 
 PathLike = str | os.PathLike
@@ -58,6 +58,7 @@ def _panels(frame: pd.DataFrame) -> list[tuple[str, str]]:
 def plot_path(frame: pd.DataFrame, png: PathLike | None = None, html: PathLike | None = None, title: str = "",
               plotlyjs: str = "embedded") -> Figure | None:
     """Loss (and metric, when present) along t per task of a sweep frame (bands from loss_low/loss_high); returns the Figure."""
+    check_plotlyjs(plotlyjs)  # before the PNG is written
     panels = _panels(frame)
     names = {task: g["metric_name"].iloc[0] for task, g in frame.groupby("task", sort=False)}
     static = None
@@ -125,6 +126,7 @@ def plot_barrier_matrix(bm: BarrierMatrix, png: PathLike | None = None, html: Pa
                         measure: str = "loss", metric: str = "max_minus_linear", plotlyjs: str = "embedded"
                         ) -> Figure | None:
     """One heatmap per task of a barrier metric over all checkpoint pairs, one shared scale from 0; returns the Figure."""
+    check_plotlyjs(plotlyjs)  # before the PNG is written
     tasks = list(dict.fromkeys(bm.barriers["task"])) if len(bm.barriers) else []
     rows, cols = _grid_shape(max(len(tasks), 1))
     mats = {t: bm.matrix(t, measure, metric) for t in tasks}
@@ -174,6 +176,7 @@ def plot_plane(pl: Plane, png: PathLike | None = None, html: PathLike | None = N
     Panels fill their cells (no equal aspect: the plane's two axes often span very different lengths),
     each with its own colour bar, as tall as the panel and labelled with the measure.
     """
+    check_plotlyjs(plotlyjs)  # before the PNG is written
     tasks = list(dict.fromkeys(pl.frame["task"]))
     rows, cols = _grid_shape(len(tasks))
     grids = {t: pl.frame[pl.frame.task == t].pivot_table(index="y", columns="x", values=measure) for t in tasks}
