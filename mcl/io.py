@@ -1,20 +1,28 @@
-"""Atomic file and directory writes, output-path checks, content hashing and the on-disk cache root.
+"""Atomic file and directory writes, output-path checks, tensor files, content hashing and the cache root.
 
 Outputs go only to regular files or directories: `check_output` refuses anything else (a device
 node, a symlink, a file where a dir is expected, a path through a file, an unwritable place) before
-any work starts, and `atomic_path` never renames over such a thing.
+any work starts, and `atomic_path` never renames over such a thing. A dir swap killed half-way is
+undone by `recover_swaps` on the next start.
+
+Tensor files are read and written here so that every failure names its file: a write that fails
+(a full disk) is the OSError with the path, a corrupt or truncated file is a one-line MclError, and a
+torch file that holds pickled Python objects beyond plain tensors is refused (`weights_only`).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from mcl.errors import MclError
 
@@ -71,6 +79,20 @@ def check_output(path: str | os.PathLike, kind: str = "dir") -> Path:
 
 
 @contextmanager
+def naming(dest: str | os.PathLike) -> Iterator[None]:
+    """Name `dest` in a write failure that names no file: an OSError without a filename, or a safetensors
+    error wrapping one (a full disk is reported as such, not as a corrupt file)."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001  (anything else passes through unchanged)
+        if isinstance(e, OSError) and e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror or str(e), str(dest)) from None
+        if type(e).__name__ == "SafetensorError" and (code := re.search(r"(?:code: |os error )(\d+)", str(e))):
+            raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(dest)) from None
+        raise
+
+
+@contextmanager
 def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside `dest`; on success rename it onto `dest` (file or dir)."""
     dest = Path(dest)
@@ -81,7 +103,8 @@ def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     os.unlink(tmp)
     tmp = Path(tmp)
     try:
-        yield tmp
+        with naming(dest):
+            yield tmp
         _refuse_special(dest, "dir" if tmp.is_dir() else "file")
         if dest.is_dir() and tmp.is_dir():
             old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
@@ -155,6 +178,32 @@ def write_json_atomic(dest: str | os.PathLike, obj: Any) -> None:
     write_text_atomic(dest, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def read_json_record(path: str | os.PathLike, valid: Callable[[Any], bool], expected: str, fix: str) -> Any:
+    """A JSON record mcl wrote; MclError naming the file (and saying `fix`) when it is unreadable or not `valid`."""
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        obj = None
+    if obj is None or not valid(obj):
+        raise MclError(f"{path} is corrupt (expected {expected}): {fix}")
+    return obj
+
+
+def misfit(path: str | os.PathLike, what: str, why: str, fix: str) -> MclError:
+    """The one-line error for a file mcl wrote whose content does not fit what reads it."""
+    return MclError(f"{path} does not fit {what} ({why}): {fix}")
+
+
+@contextmanager
+def fitting(path: str | os.PathLike, what: str, fix: str) -> Iterator[Path]:
+    """Apply a file's content inside: a KeyError, ValueError, TypeError, IndexError or RuntimeError there (a
+    missing key, a wrong shape) becomes `misfit`'s one-line MclError naming the file."""
+    try:
+        yield Path(path)
+    except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as e:
+        raise misfit(path, what, f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}", fix) from None
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes."""
     h = hashlib.sha256()
@@ -167,3 +216,92 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 def sha256_json(obj: Any) -> str:
     """Hex SHA-256 of an object's canonical JSON (sorted keys)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def recover_swaps(parent: str | os.PathLike) -> list[str]:
+    """Undo what kills during `atomic_path`'s dir swaps left in `parent`; say what was done.
+
+    A swap renames `dest` to `.<name>.old-<pid>`, the new dir to `dest`, then removes the old one. A
+    kill between the renames leaves no `dest`: the old (complete) dir is put back, and the work since
+    it is redone. A kill after them leaves a stale old dir: it is removed. Dirs of a process still
+    running are left alone.
+    """
+    stale: dict[str, list[Path]] = {}
+    for old in Path(parent).glob(".*.old-*"):
+        name, _, pid = old.name[1:].rpartition(".old-")
+        if old.is_dir() and name and not _running(pid):
+            stale.setdefault(name, []).append(old)
+    done = []
+    for name, olds in sorted(stale.items()):
+        dest = Path(parent) / name
+        if not dest.exists():
+            newest = max(olds, key=lambda p: p.stat().st_mtime)
+            os.replace(newest, dest)
+            olds.remove(newest)
+            done.append(f"restored {dest} from {newest.name}, left by a process killed while replacing it")
+        for old in olds:
+            shutil.rmtree(old)
+            done.append(f"removed {old}, left by a killed process")
+    return done
+
+
+def _running(pid: str) -> bool:
+    """Whether `pid` (a decimal string) is a live process on this host (unknown strings count as live)."""
+    if not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # alive, another user's
+        pass
+    return True
+
+
+def save_tensors(tensors: dict[str, Any], dest: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+    """`safetensors.torch.save_file`, with a failed write reported as the OSError naming `dest`."""
+    from safetensors.torch import save_file
+
+    with naming(dest):
+        save_file(tensors, dest, metadata=metadata)
+
+
+def load_tensors(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a safetensors file; MclError naming the file when it is corrupt or truncated."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path)
+    except (SafetensorError, ValueError) as e:
+        raise MclError(f"{path}: corrupt safetensors file ({(str(e).splitlines() or [repr(e)])[0]})") from None
+
+
+def save_torch(obj: Any, dest: str | os.PathLike) -> None:
+    """`torch.save` of plain tensors and containers; a failed write is the OSError naming `dest`."""
+    import torch
+
+    buffer = io.BytesIO()  # torch.save's own write errors carry no errno: write the bytes here
+    torch.save(obj, buffer)
+    with naming(dest), open(dest, "wb") as f:
+        f.write(buffer.getvalue())
+
+
+def load_torch(path: str | os.PathLike) -> Any:
+    """`torch.load(weights_only=True)`; MclError naming the file when it is corrupt or holds Python objects."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if (found := re.search(r"GLOBAL (\S+)", str(e))) is None:
+            raise MclError(f"{path}: corrupt or truncated (not a torch file)") from None
+        raise MclError(f"{path}: refused: it holds pickled Python objects ({found.group(1)}), not only tensors, "
+                       f"and loading them could run code") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as e:
+        if isinstance(e, OSError) and e.errno != errno.EINVAL:  # EINVAL: torch reading a truncated file
+            raise
+        first = (str(e).splitlines() or [type(e).__name__])[0][:120]
+        raise MclError(f"{path}: corrupt or truncated ({first})") from None

@@ -56,7 +56,8 @@ def linear_module_names(model: torch.nn.Module) -> list[str]:
 
 
 def check_targets(model: torch.nn.Module, spec: LoraSpec) -> None:
-    """One-line MclError when a LoRA target names no linear layer of `model` (the error lists the names)."""
+    """One-line MclError when a LoRA target names no linear layer of `model` (the error lists the names), or when
+    the rank exceeds a targeted layer's smaller dimension (ΔW's rank cannot: the factors would only add memory)."""
     if isinstance(spec.target_modules, str):  # a PEFT keyword such as "all-linear"
         return
     names = linear_module_names(model)
@@ -64,6 +65,14 @@ def check_targets(model: torch.nn.Module, spec: LoraSpec) -> None:
     if missing:
         raise MclError(f"lora.target_modules {missing} match no linear layer of this model; its linear layers: "
                        f"{', '.join(names)} (set e.g. lora.target_modules=[{','.join(names[:2])}])")
+    dims: dict[str, int] = {}
+    for name, m in model.named_modules():
+        if (short := name.rsplit(".", 1)[-1]) in spec.target_modules and hasattr(m, "weight"):
+            dims[short] = min(dims.get(short, m.weight.shape[0]), *m.weight.shape)
+    smallest = min(dims, key=dims.get)
+    if spec.r > dims[smallest]:
+        raise MclError(f"lora.r={spec.r} exceeds the rank a {smallest} update can have ({dims[smallest]}, its smaller "
+                       f"dimension): use lora.r <= {dims[smallest]}")
 
 
 def add_lora(model, spec: LoraSpec | None = None, adapter_name: str = "default", seed: int | None = None) -> PeftModel:

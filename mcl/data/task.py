@@ -107,11 +107,12 @@ class Task:
 
 
 def _split_file(task_dir: Path, split: str) -> Path | None:
-    for ext in SPLIT_SUFFIXES:
-        f = task_dir / f"{split}{ext}"
-        if f.is_file():
-            return f
-    return None
+    """The one file holding a split (None when absent); MclError when two files would hold it."""
+    found = [f for ext in SPLIT_SUFFIXES if (f := task_dir / f"{split}{ext}").is_file()]
+    if len(found) > 1:
+        raise MclError(f"{task_dir}: {' and '.join(f.name for f in found)} both hold the {split} split; "
+                       f"keep one (mcl would not know which to use)")
+    return found[0] if found else None
 
 
 def _example(obj: Any, where: str) -> Example:
@@ -219,12 +220,13 @@ def _check_spec(spec: TaskSpec, where: Path) -> None:
         raise MclError(f"{where}: name must be a non-empty string")
     if spec.metric not in METRICS:
         raise MclError(f"{where}: unknown metric {spec.metric!r}; known: {', '.join(METRICS)}")
-    if not isinstance(spec.max_new_tokens, int) or spec.max_new_tokens < 1:
-        raise MclError(f"{where}: max_new_tokens must be a positive integer")
+    if isinstance(spec.max_new_tokens, bool) or not isinstance(spec.max_new_tokens, int) or spec.max_new_tokens < 1:
+        raise MclError(f"{where}: max_new_tokens must be a positive integer (got {spec.max_new_tokens!r})")
     if spec.labels is not None and not (isinstance(spec.labels, list) and all(isinstance(x, str) for x in spec.labels)):
         raise MclError(f"{where}: labels must be a list of strings")
-    if spec.chance is not None and not isinstance(spec.chance, (int, float)):
-        raise MclError(f"{where}: chance must be a number")
+    if spec.chance is not None and (isinstance(spec.chance, bool) or not isinstance(spec.chance, (int, float))
+                                    or not 0 <= spec.chance <= 1):
+        raise MclError(f"{where}: chance must be a number in [0, 1], a score of the metric (got {spec.chance!r})")
 
 
 def load_task_dir(task_dir: str | os.PathLike, metric: str | None = None) -> Task:

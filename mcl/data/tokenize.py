@@ -128,15 +128,29 @@ def end_id(tokenizer, text: TextFormat | None = None) -> int:
     return next((i for i in tail if i in special), tokenizer.eos_token_id)
 
 
+def _apply_template(tokenizer, turns: list[dict[str, str]], **kwargs) -> str:
+    """The tokenizer's chat template rendered (in transformers' Jinja sandbox); a failure is one MclError."""
+    from jinja2 import TemplateError
+    from jinja2.exceptions import SecurityError
+
+    try:
+        return tokenizer.apply_chat_template(turns, tokenize=False, **kwargs)
+    except SecurityError as e:
+        raise MclError(f"the chat template of {tokenizer.name_or_path} tried an unsafe operation, stopped by the Jinja "
+                       f"sandbox ({e}); that template is not to be trusted") from None
+    except TemplateError as e:
+        raise MclError(f"the chat template of {tokenizer.name_or_path} failed: {type(e).__name__}: {e}") from None
+
+
 def _render_chat(tokenizer, prompt: str, answer: str | None) -> tuple[str, int]:
     """The chat-rendered text and where the assistant's content starts (end of the generation prompt)."""
     if not _template(tokenizer):
         raise MclError("text.chat_template=true but the tokenizer has no chat template (a base model?)")
     turns = [{"role": "user", "content": prompt}]
-    head = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+    head = _apply_template(tokenizer, turns, add_generation_prompt=True)
     if answer is None:
         return head, len(head)
-    full = tokenizer.apply_chat_template(turns + [{"role": "assistant", "content": answer}], tokenize=False)
+    full = _apply_template(tokenizer, turns + [{"role": "assistant", "content": answer}])
     if not full.startswith(head + answer):
         raise MclError("the chat template does not render the answer right after the generation prompt")
     return full, len(head)

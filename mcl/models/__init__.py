@@ -132,8 +132,11 @@ def load_base(name_or_path: str | os.PathLike, dtype: torch.dtype | str = torch.
     dtype = resolve_dtype(dtype)
     target = resolve_device(device) if device is not None else None  # fail on a missing GPU before loading
     path = resolve_model(name_or_path)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=False)
+    if Path(path).is_dir() and not any(Path(path).glob("*.safetensors")) and any(Path(path).glob("*.bin")):
+        raise MclError(f"{path} holds its weights only as PyTorch pickle files (*.bin), which can run code when "
+                       f"loaded; mcl reads safetensors only: save the model with safetensors (model.safetensors)")
+    try:  # safetensors only: no pickle is ever unpickled, from a dir or the hub cache
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=False, use_safetensors=True)
     except (OSError, ValueError) as e:
         raise MclError(f"cannot load model {name_or_path}: {(str(e).splitlines() or [repr(e)])[0]}") from None
     if target is not None:

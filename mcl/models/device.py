@@ -61,3 +61,12 @@ def dtype_name(dtype: torch.dtype) -> str:
 def model_device(model: torch.nn.Module) -> torch.device:
     """The device of a model's first parameter (where its inputs must go)."""
     return next(model.parameters()).device
+
+
+def device_memory_bytes(device: torch.device) -> int:
+    """All the memory of a device: a GPU's total memory, else the host's physical RAM."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

@@ -9,19 +9,18 @@ resumed from its atomic checkpoint (control points, optimizer, step) continues e
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from mcl.adapters import AdapterState, read_adapter, write_adapter_dir
 from mcl.errors import MclError
-from mcl.io import atomic_path, write_json_atomic
+from mcl.io import atomic_path, fitting, load_tensors, read_json_record, recover_swaps, write_json_atomic
 from mcl.paths.curves import InterpolationPath, make_path, path_class
 from mcl.paths.lora_math import content_hash
 
@@ -74,17 +73,23 @@ def _save_checkpoint(out: Path, path: InterpolationPath, opt, step: int, history
 
 def _resume(out: Path, path: InterpolationPath, opt, ident: dict) -> tuple[int, list[float]]:
     state_dir = out / "state"
+    for line in recover_swaps(out):  # a kill during a checkpoint's dir swap
+        print(line)
     if not (state_dir / "state.json").is_file():
         return 0, []
-    saved = json.loads((state_dir / "state.json").read_text())
+    fix = f"restore it, or delete {state_dir} to fit from the start"
+    saved = read_json_record(state_dir / "state.json", lambda d: isinstance(d, dict) and isinstance(d.get("step"), int)
+                             and isinstance(d.get("history"), list) and isinstance(d.get("param_groups"), list),
+                             "{step, history, param_groups, ...}", fix)
     if {k: saved.get(k) for k in ident} != ident:
         raise MclError(f"{out} holds a curve fit of other endpoints or settings; pick another --out or delete it")
-    controls = load_file(state_dir / "controls.safetensors")
-    with torch.no_grad():
+    with fitting(state_dir / "controls.safetensors", "this curve", fix) as f, torch.no_grad():
+        controls = load_tensors(f)
         for i, c in enumerate(path.controls):
             for k, v in c.tensors.items():
                 v.copy_(controls[f"{i}.{k}"])
-    _load_optimizer(opt, load_file(state_dir / "optimizer.safetensors"), saved["param_groups"])
+    with fitting(state_dir / "optimizer.safetensors", "this curve", fix) as f:
+        _load_optimizer(opt, load_tensors(f), saved["param_groups"])
     return saved["step"], saved["history"]
 
 
@@ -163,7 +168,9 @@ def read_curve(curve_dir: str | Path) -> dict:
     f = curve_dir / CURVE_FILE
     if not f.is_file():
         raise MclError(f"{curve_dir} has no {CURVE_FILE}: not a fitted curve dir (see `mcl curve fit`)")
-    info = json.loads(f.read_text())
+    info = read_json_record(f, lambda d: isinstance(d, dict) and isinstance(d.get("controls"), list)
+                            and all(isinstance(c, str) for c in d["controls"]), "{path, space, a, b, controls: [dir]}",
+                            f"fit the curve again (mcl curve fit ... --out {curve_dir})")
     info["controls"] = [str(curve_dir / c) for c in info["controls"]]
     return info
 

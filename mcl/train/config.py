@@ -76,6 +76,7 @@ class EvalSpec:
     generate: bool = True
 
 
+BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 ADDED_KEYS: dict[tuple[str, ...], Any] = {
     ("model_dtype",): "fp32", ("train", "gradient_checkpointing"): False, ("train", "epochs_per_task"): None,
     ("train", "lr_schedule"): "cosine",
@@ -131,20 +132,24 @@ class RunConfig:
 
 def _coerce(value: Any, target: Any, key: str) -> Any:
     if isinstance(target, bool):
-        if isinstance(value, str):
-            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise MclError(f"config key {key}: expected true/false, got {value!r}")
-            return value.lower() in ("true", "1", "yes")
-        return bool(value)
+        if isinstance(value, str) and value.lower() in BOOL_WORDS:
+            return BOOL_WORDS[value.lower()]
+        if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+            return bool(value)
+        raise MclError(f"config key {key}: expected true/false, got {value!r}")
     if isinstance(target, (int, float)):
+        if isinstance(value, bool):  # YAML's true is not a count: `steps_per_task: true` would train 1 step
+            raise MclError(f"config key {key}: expected a number, got {value!r}")
         try:
             number = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise MclError(f"config key {key}: expected a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise MclError(f"config key {key}: expected a finite number, got {value!r}")
         if isinstance(target, int):
             if not number.is_integer():
                 raise MclError(f"config key {key}: expected an integer, got {value!r}")
-            return int(number)
+            return int(value) if isinstance(value, int) else int(number)
         return number
     if key == "train.epochs_per_task" and isinstance(value, str):
         try:
@@ -184,39 +189,73 @@ def _update(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     node = data
-    for p in parts[:-1]:
+    for i, p in enumerate(parts[:-1]):
         node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise MclError(f"config key {dotted!r}: {'.'.join(parts[:i + 1])} is {node!r}, not a mapping")
     node[parts[-1]] = value
 
 
 def _check_epochs(value: Any) -> None:
     values = value if isinstance(value, list) else [] if value is None else [value]
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values) or value == []:
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf
+               for v in values) or value == []:
         raise MclError(f"train.epochs_per_task must be a positive number or a list of them, one per task "
                        f"(got {value!r})")
 
 
+@dataclass(frozen=True)
+class Range:
+    """An allowed interval of a numeric config value, closed at each end unless `open_lo` / `open_hi`."""
+
+    lo: int
+    hi: float = math.inf
+    open_lo: bool = False
+    open_hi: bool = False
+
+    def __contains__(self, x: float) -> bool:
+        return (self.lo < x if self.open_lo else self.lo <= x) and (x < self.hi if self.open_hi else x <= self.hi)
+
+    def __str__(self) -> str:
+        if self.hi == math.inf:
+            return f"be {'>' if self.open_lo else '>='} {self.lo}"
+        return f"lie in {'(' if self.open_lo else '['}{self.lo}, {self.hi}{')' if self.open_hi else ']'}"
+
+
+SEEDS = Range(0, 2**32 - 1)  # numpy's and accelerate's set_seed take no more
+RANGES: dict[str, Range] = {
+    "train.steps_per_task": Range(1), "train.batch_size": Range(1), "train.grad_accum": Range(1),
+    "train.lr": Range(0, open_lo=True), "train.warmup": Range(0), "train.weight_decay": Range(0),
+    "train.max_len": Range(1), "train.max_grad_norm": Range(0), "train.checkpoint_every": Range(1),
+    "train.log_every": Range(1), "train.seed": SEEDS, "data_seed": SEEDS,
+    "eval.max_examples": Range(1), "eval.batch_size": Range(1),
+    "lora.r": Range(1), "lora.alpha": Range(0, open_lo=True), "lora.dropout": Range(0, 1, open_hi=True),
+}
+
+
+def _get_dotted(cfg: RunConfig, dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
 def validate(cfg: RunConfig) -> None:
-    """Reject values that cannot train (one-line MclError)."""
+    """Reject values that cannot train (one-line MclError); everything here is known before any model loads."""
     from mcl.train.methods import METHODS
 
     if cfg.method not in METHODS:
         raise MclError(f"unknown method {cfg.method!r}; choose from {', '.join(sorted(METHODS))}")
-    if not (cfg.train.lr > 0 and math.isfinite(cfg.train.lr)):
-        raise MclError(f"train.lr must be > 0 (got {cfg.train.lr})")
-    for key in ("steps_per_task", "batch_size", "grad_accum", "max_len", "checkpoint_every", "log_every"):
-        if getattr(cfg.train, key) < 1:
-            raise MclError(f"train.{key} must be >= 1 (got {getattr(cfg.train, key)})")
+    for key, allowed in RANGES.items():
+        value = _get_dotted(cfg, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or value not in allowed:
+            raise MclError(f"{key} must {allowed} (got {value!r})")
     check_name(cfg.name, "run name")
-    for key in ("max_examples", "batch_size"):
-        if getattr(cfg.eval, key) < 1:
-            raise MclError(f"eval.{key} must be >= 1 (got {getattr(cfg.eval, key)}): an empty evaluation has no loss")
     if cfg.eval.split not in ("train", "eval", "test"):
         raise MclError(f"eval.split must be train|eval|test (got {cfg.eval.split!r})")
-    if cfg.lora.r < 1 or not (cfg.lora.alpha > 0 and math.isfinite(cfg.lora.alpha)):
-        raise MclError(f"lora.r must be >= 1 and lora.alpha > 0 (got {cfg.lora.r}, {cfg.lora.alpha})")
-    if not 0.0 <= cfg.lora.dropout < 1.0:
-        raise MclError(f"lora.dropout must lie in [0, 1) (got {cfg.lora.dropout})")
+    if not cfg.lora.target_modules:
+        raise MclError("lora.target_modules is empty: name at least one linear layer (e.g. [q_proj, v_proj])")
     if not cfg.tasks:
         raise MclError("tasks must name at least one task")
     if len(set(cfg.tasks)) != len(cfg.tasks):

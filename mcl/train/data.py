@@ -7,6 +7,7 @@ batch_size × processes examples and each process takes its slice of it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -14,6 +15,7 @@ import torch
 
 from mcl.data import Task
 from mcl.data.tokenize import IGNORE, Encoded, TextFormat, collate, encode_examples
+from mcl.errors import MclError
 
 
 @dataclass
@@ -30,8 +32,34 @@ class TaskData:
 
 
 def encode_tasks(tasks: list[Task], tokenizer, max_len: int, text: TextFormat | None = None) -> list[TaskData]:
-    """Encode each task's train split by the loss convention and the run's text format."""
-    return [TaskData(t, encode_examples(tokenizer, t.split("train"), max_len, text)) for t in tasks]
+    """Encode each task's train split by the loss convention and the run's text format.
+
+    MclError when no answer token of a task's train split fits `max_len` (its loss would be 0/0).
+    """
+    data = [TaskData(t, encode_examples(tokenizer, t.split("train"), max_len, text)) for t in tasks]
+    for d in data:
+        if label_tokens(d.train) == 0:
+            raise MclError(f"task {d.name} (train split): no answer token fits train.max_len={max_len}; raise it")
+    return data
+
+
+def check_batch_memory(model_config, data: list[TaskData], spec, act_bytes: int, available: int) -> None:
+    """MclError when one micro-batch cannot fit `available` bytes even at the least a step must keep.
+
+    The floor is each decoder layer's input for every token of the micro-batch (kept for backward even
+    with gradient checkpointing), without padding: batch_size × the mean training example's length ×
+    layers × hidden × `act_bytes`.
+    """
+    lengths = [len(ex.input_ids) for d in data for ex in d.train]
+    length = math.ceil(sum(lengths) / len(lengths))
+    per_token = model_config.num_hidden_layers * model_config.hidden_size * act_bytes
+    need = spec.batch_size * length * per_token
+    if need > available:
+        fits = max(0, available // (length * per_token))
+        raise MclError(f"train.batch_size={spec.batch_size} x {length} tokens (a mean training example) needs at "
+                       f"least {need / 2**30:.1f} GiB for activations alone, more than this device's "
+                       f"{available / 2**30:.1f} GiB: lower train.batch_size (to {fits} at the very most) and raise "
+                       f"train.grad_accum to keep the global batch")
 
 
 @lru_cache(maxsize=8)

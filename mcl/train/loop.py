@@ -24,25 +24,27 @@ import os
 import time
 from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ContextManager, Iterator
 
 import torch
 import yaml
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from mcl.adapters import check_targets, get_state, set_state
+from mcl.adapters import check_targets, get_state, lora_parameters, set_state
 from mcl.data import load_tasks, text_meta
 from mcl.data.load import task_record
 from mcl.errors import MclError
-from mcl.io import atomic_path, check_output, write_json_atomic, write_text_atomic
+from mcl.io import (atomic_path, check_output, fitting, load_tensors, load_torch, misfit, read_json_record,
+                    recover_swaps, save_tensors, save_torch, write_json_atomic, write_text_atomic)
 from mcl.lock import OutputLock
+from mcl.models.device import device_memory_bytes
 from mcl.train.config import RunConfig
 from mcl.train.losses import mean_ce, to_device
-from mcl.train.data import TaskData, encode_tasks, label_tokens, make_batch, step_label_tokens
+from mcl.train.data import (TaskData, check_batch_memory, encode_tasks, label_tokens, make_batch,
+                            step_label_tokens)
 from mcl.train.methods import METHODS, Context
 from mcl.train.records import TrainLog, write_example_scores, write_predictions
-from mcl.train.scoring import Scorer, write_metrics
+from mcl.train.scoring import Scorer, read_base_scores, read_phase_scores, write_metrics
 
 
 
@@ -76,41 +78,57 @@ def _save_state(state_dir: Path, method, optimizer, progress: dict[str, Any], ac
     if device.type == "cuda":
         own["rng::cuda"] = torch.cuda.get_rng_state(device)
     staged = state_dir.with_name(f".{state_dir.name}.rank{rank}.staged")
-    save_file(own, staged)
+    save_tensors(own, staged)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         peft = method.ctx.peft
         with atomic_path(state_dir) as tmp:
             tmp.mkdir()
             adapters = {f"{name}::{k}": v for name in method.adapter_names() for k, v in get_state(peft, name).items()}
-            save_file(adapters, tmp / "adapters.safetensors")
+            save_tensors(adapters, tmp / "adapters.safetensors")
             for r in range(accelerator.num_processes):
                 os.replace(state_dir.with_name(f".{state_dir.name}.rank{r}.staged"), _rank_file(tmp, r))
-            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+            save_torch(optimizer.state_dict(), tmp / "optimizer.pt")
             write_json_atomic(tmp / "progress.json", {**progress, "processes": accelerator.num_processes})
     accelerator.wait_for_everyone()
 
 
 def _load_state(state_dir: Path, method, accelerator, optimizer=None) -> dict[str, Any]:
-    """Restore adapters, this process's method memory and RNG (and the optimizer); return the progress."""
+    """Restore adapters, this process's method memory and RNG (and the optimizer); return the progress.
+
+    A file that does not fit this run (missing or misshapen tensors) is a one-line MclError naming it.
+    """
     peft = method.ctx.peft
-    adapters = load_file(state_dir / "adapters.safetensors")
-    for name in method.adapter_names():
-        prefix = f"{name}::"
-        set_state(peft, {k[len(prefix):]: v for k, v in adapters.items() if k.startswith(prefix)}, name,
-                  where=f"{state_dir / 'adapters.safetensors'} ({name})")
     own_file = _rank_file(state_dir, accelerator.process_index)
     if not own_file.is_file():
         raise MclError(f"{state_dir} has no {own_file.name} (written by an older mcl?): resume it with the "
                        f"mcl that started it, or change `name` to start afresh")
-    own = load_file(own_file)
-    method.load_state_dict({k[8:]: v for k, v in own.items() if k.startswith("method::")})
-    torch.set_rng_state(own["rng::torch"])
-    if "rng::cuda" in own and accelerator.device.type == "cuda":
-        torch.cuda.set_rng_state(own["rng::cuda"], accelerator.device)
+    with _state_file(state_dir / "adapters.safetensors") as path:
+        adapters = load_tensors(path)
+        for name in method.adapter_names():
+            prefix = f"{name}::"
+            set_state(peft, {k[len(prefix):]: v for k, v in adapters.items() if k.startswith(prefix)}, name,
+                      where=f"{path} ({name})")
+    with _state_file(own_file) as path:
+        own = load_tensors(path)
+        method.load_state_dict({k[8:]: v for k, v in own.items() if k.startswith("method::")})
+        torch.set_rng_state(own["rng::torch"])
+        if "rng::cuda" in own and accelerator.device.type == "cuda":
+            torch.cuda.set_rng_state(own["rng::cuda"], accelerator.device)
     if optimizer is not None:
-        optimizer.load_state_dict(torch.load(state_dir / "optimizer.pt", weights_only=True))
-    return json.loads((state_dir / "progress.json").read_text())
+        with _state_file(state_dir / "optimizer.pt") as path:
+            optimizer.load_state_dict(load_torch(path))
+    return _read_progress(state_dir)
+
+
+def _unfit(path: Path, why: str) -> MclError:
+    """The error for a resume-state file that does not fit this run."""
+    return misfit(path, "this run", why, f"restore it, or delete {path.parent.parent} to start the run over")
+
+
+def _state_file(path: Path) -> ContextManager[Path]:
+    """A context applying one resume-state file: what does not fit this run is a one-line MclError naming it."""
+    return fitting(path, "this run", f"restore it, or delete {path.parent.parent} to start the run over")
 
 
 def _read_progress(state_dir: Path) -> dict[str, Any]:
@@ -167,22 +185,52 @@ def batch_sizes(cfg: RunConfig, processes: int) -> dict[str, int]:
     return {"per_device": b, "processes": processes, "grad_accum": g, "global": b * processes * g}
 
 
-def _pin_method_args(run_dir: Path, method: str, args: dict[str, Any], write: bool) -> None:
-    """Record the method's resolved arguments (defaults included); refuse to resume under different ones.
-
-    Every process checks (so all of them stop together under torchrun); only `write` (the main one) writes.
-    """
+def _pinned_method_args(run_dir: Path, method: str, args: dict[str, Any]) -> dict[str, Any]:
+    """The method's resolved arguments (defaults included) to pin in method.json; MclError when a resume would
+    change them, or the pinned file is corrupt. Every process checks, so all stop together under torchrun."""
     pinned = {"method": method, "args": json.loads(json.dumps(args))}
     path = run_dir / "method.json"
     if path.is_file():
-        before = json.loads(path.read_text())
+        before = read_json_record(path, lambda d: isinstance(d, dict) and isinstance(d.get("method"), str)
+                                  and isinstance(d.get("args"), dict), "{method, args}",
+                                  f"restore it, or delete {run_dir} to start the run over")
         if before != pinned:
             changed = sorted(k for k in {**before["args"], **pinned["args"]}
-                             if before["args"].get(k) != pinned["args"].get(k))
+                             if before["args"].get(k) != pinned["args"].get(k)) or [f"method {before['method']}"]
             raise MclError(f"{run_dir} was started with other {method} arguments ({', '.join(changed)}; "
                            f"defaults changed?): set them explicitly in method_args or change `name`")
-    elif write:
-        write_json_atomic(path, pinned)
+    return pinned
+
+
+def _check_records(run_dir: Path, names: list[str], phases_done: int, views: tuple[str, ...]) -> None:
+    """The score files a resume builds on (base.json, phase-<k>.json of finished phases) are whole, or MclError."""
+    metrics = run_dir / "metrics"
+    if (metrics / "base.json").is_file():
+        read_base_scores(metrics / "base.json", names)
+    for k in range(phases_done):
+        if not (metrics / f"phase-{k}.json").is_file():
+            raise MclError(f"{metrics / f'phase-{k}.json'} is missing although {run_dir / 'state'} says phase {k} "
+                           f"finished: restore it, or delete {run_dir} to start the run over")
+        read_phase_scores(metrics / f"phase-{k}.json", names, views)
+
+
+def _check_state(state_dir: Path, method, accelerator, mid_phase: bool) -> None:
+    """Read the resume point's files before anything is written: whole, plain tensors, the shapes of this run's
+    adapters (MclError naming the file otherwise). Nothing is applied: the loop loads them where it resumes."""
+    adapters = load_tensors(state_dir / "adapters.safetensors")
+    for name in method.adapter_names():
+        live = {f"{name}::{k}": tuple(p.shape) for k, p in lora_parameters(method.ctx.peft, name).items()}
+        bad = next((k for k, shape in live.items() if k not in adapters or tuple(adapters[k].shape) != shape), None)
+        if bad is not None:
+            raise _unfit(state_dir / "adapters.safetensors", f"{bad} is missing or of another shape")
+    own_file = _rank_file(state_dir, accelerator.process_index)
+    if own_file.is_file() and "rng::torch" not in load_tensors(own_file):
+        raise _unfit(own_file, "no rng::torch")
+    if mid_phase:
+        saved = load_torch(state_dir / "optimizer.pt")
+        if not (isinstance(saved, dict) and isinstance(saved.get("state"), dict)
+                and isinstance(saved.get("param_groups"), list)):
+            raise _unfit(state_dir / "optimizer.pt", "not an optimizer state dict")
 
 
 def resolve_run_dir(cfg: RunConfig) -> Path:
@@ -212,6 +260,7 @@ def _train(cfg: RunConfig, progress_bar: bool, stop_at: tuple[int, int] | None, 
         raise MclError(f"task names must be unique within a run: {names}")
     cfg.train.epochs(len(tasks))  # a wrong-length epochs list fails before any model loads
     run_dir = cfg.run_dir([t.hash for t in tasks])
+    check_output(cfg.runs_dir, "dir")  # a symlinked runs_dir is refused like any symlinked output
     check_output(run_dir, "dir")
     # cpu=True without a GPU: else accelerate ignores torchrun's world on CPU (gloo)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.train.mixed_precision,
@@ -229,20 +278,32 @@ def _train(cfg: RunConfig, progress_bar: bool, stop_at: tuple[int, int] | None, 
     if cfg.train.gradient_checkpointing:
         enable_gradient_checkpointing(base)
     data: list[TaskData] = encode_tasks(tasks, tokenizer, cfg.train.max_len, cfg.text)
+    act_bytes = 4 if cfg.model_dtype == "fp32" and cfg.train.mixed_precision == "no" else 2
+    check_batch_memory(base.config, data, cfg.train, act_bytes, device_memory_bytes(accelerator.device))
     method_cls = METHODS[cfg.method]
     ctx = Context(model=None, tokenizer=tokenizer, accelerator=accelerator, config=cfg, tasks=names,
                   train_data=data, loss_fn=mean_ce, run_dir=run_dir)
     method = method_cls(ctx, **cfg.method_args)
+    method.check_base(base)  # e.g. I-LoRA's layer indices against the model's depth
+    scorer = Scorer(data, tokenizer, cfg.eval, cfg.train.max_len, cfg.text, accelerator=accelerator)  # eval splits
     hold.enter_context(_run_dir_lock(run_dir, accelerator))
+    if main:  # kills during a checkpoint's dir swap (state/, tasks/<k>-<task>/)
+        for line in recover_swaps(run_dir) + recover_swaps(run_dir / "tasks"):
+            accelerator.print(line)
+    accelerator.wait_for_everyone()
     progress = _resume_point(state_dir, world)  # again under the lock: a run that held it may have moved on
-    if main:  # only now, with model, data and method arguments known good, does the run dir appear
+    pinned = _pinned_method_args(run_dir, cfg.method, method.args)
+    ctx.model = method.setup(base, cfg.lora, cfg.train.seed).to(accelerator.device)
+    _check_records(run_dir, names, progress.get("phases_done", 0), method.views)
+    if progress:
+        _check_state(state_dir, method, accelerator, mid_phase=progress["step"] > 0)
+    if main:  # only now, with model, data, method arguments and records known good, does the run dir appear
         (run_dir / "tasks").mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    _pin_method_args(run_dir, cfg.method, method.args, write=main)
+        if not (run_dir / "method.json").is_file():
+            write_json_atomic(run_dir / "method.json", pinned)
     if cfg.train.log_with:
         accelerator.init_trackers(run_dir.name, config={"run": run_dir.name, "method": cfg.method, "model": cfg.model})
-    ctx.model = method.setup(base, cfg.lora, cfg.train.seed).to(accelerator.device)
-    scorer = Scorer(data, tokenizer, cfg.eval, cfg.train.max_len, cfg.text, accelerator=accelerator)
     if not (run_dir / "metrics" / "base.json").is_file():
         with method.base_view():
             base_scores = scorer.score_all(ctx.peft, progress=progress_bar and main, desc="scoring the base model")

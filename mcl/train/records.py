@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from mcl.io import atomic_path, write_text_atomic
+from mcl.io import atomic_path, naming, write_text_atomic
 
 BASE_COLUMNS = ["phase", "step", "lr", "loss"]
 
@@ -55,7 +55,7 @@ class TrainLog:
             self.columns += [k for k in row if k not in self.columns]
             self._rewrite()
             return
-        with open(self.path, "a", newline="") as f:
+        with naming(self.path), open(self.path, "a", newline="") as f:
             csv.DictWriter(f, self.columns).writerow(row)
 
 

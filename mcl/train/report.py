@@ -18,7 +18,7 @@ import pandas as pd
 import yaml
 
 from mcl.errors import MclError
-from mcl.io import atomic_path, write_text_atomic
+from mcl.io import atomic_path, read_json_record, write_text_atomic
 
 NOT_DESCRIPTION = ("name", "runs_dir", "train.seed", "train.log_with")  # what may differ between seeds of one experiment
 
@@ -29,12 +29,26 @@ def read_run(run_dir: str | Path) -> dict:
     summary_file = run_dir / "metrics" / "summary.json"
     if not summary_file.is_file():
         raise MclError(f"{run_dir} is not a finished run (no metrics/summary.json)")
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    try:
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError):
+        cfg = None
+    if not (isinstance(cfg, dict) and isinstance(cfg.get("train"), dict) and isinstance(cfg.get("method"), str)):
+        raise MclError(f"{run_dir / 'config.yaml'} is corrupt (expected the run's config: method, train, ...)")
+    fix = f"restore it, or rerun the run ({run_dir}) to write it again"
     pinned = run_dir / "method.json"
-    method_args = json.loads(pinned.read_text())["args"] if pinned.is_file() else cfg.get("method_args", {})
-    summary = json.loads(summary_file.read_text())
+    method_args = read_json_record(pinned, lambda d: isinstance(d, dict) and isinstance(d.get("args"), dict),
+                                   "{method, args}", fix)["args"] if pinned.is_file() else cfg.get("method_args", {})
+    summary = read_json_record(summary_file, _is_summary, "{tasks, views, primary_view, ...}", fix)
     R = {p.stem: pd.read_csv(p, index_col=0) for p in sorted((run_dir / "metrics").glob("R*.csv"))}
     return {"dir": run_dir, "config": cfg, "method_args": method_args, "summary": summary, "R": R}
+
+
+def _is_summary(d: Any) -> bool:
+    """metrics/summary.json as `write_metrics` writes it: task and view names, the primary view among them."""
+    names = lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)  # noqa: E731
+    return (isinstance(d, dict) and names(d.get("tasks")) and names(d.get("views"))
+            and d.get("primary_view") in d["views"])
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:

@@ -7,15 +7,16 @@ R_<view>.csv / R_loss_<view>.csv for every view, e.g. R_slow.csv and R_fast.csv)
 
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from mcl.eval.evaluate import TaskEvaluator
-from mcl.io import atomic_path, write_json_atomic
+from mcl.io import atomic_path, read_json_record, write_json_atomic
 from mcl.train.metrics import cl_metrics, cl_metrics_loss
 
 
@@ -60,6 +61,32 @@ class Scorer:
                                                                          disable=not progress, leave=False))}
 
 
+def _is_score(x: Any) -> bool:
+    """A task's scores as `Scorer.score` gives them: a finite loss, a number or null metric."""
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
+    return isinstance(x, dict) and number(x.get("loss")) and (x.get("metric") is None or number(x["metric"]))
+
+
+def read_base_scores(path: Path, tasks: list[str]) -> dict:
+    """metrics/base.json, checked to hold a score of every task (MclError naming the file otherwise)."""
+    return read_json_record(path, lambda d: isinstance(d, dict) and all(_is_score(d.get(t)) for t in tasks),
+                            f"{{task: {{loss, metric}}}} for {', '.join(tasks)}",
+                            "delete it and run again to rescore the base model")
+
+
+def read_phase_scores(path: Path, tasks: list[str], views: tuple[str, ...]) -> dict:
+    """metrics/phase-<k>.json, checked to hold every view's score of every task (MclError naming the file)."""
+    def valid(d: Any) -> bool:
+        return (isinstance(d, dict) and isinstance(d.get("tasks"), list) and all(isinstance(t, str) for t in d["tasks"])
+                and isinstance(d.get("scores"), dict)
+                and all(isinstance(d["scores"].get(v), dict) and all(_is_score(d["scores"][v].get(t)) for t in tasks)
+                        for v in views))
+
+    return read_json_record(path, valid, f"{{tasks, scores: {{view: {{task: {{loss, metric}}}}}}}} for views "
+                                         f"{', '.join(views)}",
+                            f"restore it, or delete {path.parent.parent} to start the run over")
+
+
 def _write_csv(df: pd.DataFrame, dest: Path) -> None:
     with atomic_path(dest) as tmp:
         df.to_csv(tmp)
@@ -68,8 +95,8 @@ def _write_csv(df: pd.DataFrame, dest: Path) -> None:
 def write_metrics(run_dir: Path, tasks: list[str], n_phases: int, views: tuple[str, ...]) -> dict:
     """Assemble R matrices and summary.json from the per-phase score files."""
     mdir = run_dir / "metrics"
-    base = json.loads((mdir / "base.json").read_text())
-    phases = [json.loads((mdir / f"phase-{k}.json").read_text()) for k in range(n_phases)]
+    base = read_base_scores(mdir / "base.json", tasks)
+    phases = [read_phase_scores(mdir / f"phase-{k}.json", tasks, views) for k in range(n_phases)]
     rows = ["+".join(p["tasks"]) for p in phases]
     summary = {"tasks": tasks, "views": list(views), "primary_view": views[0]}
     for view in views:

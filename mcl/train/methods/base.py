@@ -1,8 +1,9 @@
 """The hook surface every continual-learning method implements, and the method registry.
 
-The loop (mcl/train/loop.py) calls, per run: `setup`; per phase: `begin_task`, then per step
-`loss` (per micro-batch) → backward → `after_backward` → optimizer step → `after_step` → `log_values`; then `end_task`,
-`save_task` and evaluation through `eval_view`. It never branches on a method's name.
+The loop (mcl/train/loop.py) calls, per run: `check_base` (before the run dir exists) and `setup`; per
+phase: `begin_task`, then per step `loss` (per micro-batch) → backward → `after_backward` → optimizer
+step → `after_step` → `log_values`; then `end_task`, `save_task` and evaluation through `eval_view`.
+It never branches on a method's name.
 """
 
 from __future__ import annotations
@@ -82,6 +83,9 @@ class Method:
                 lo, hi = cls.bounds.get(key, (0.0, math.inf))
                 if not lo <= value <= hi:
                     raise MclError(f"{where} must lie in [{lo}, {hi}], got {value!r}")
+
+    def check_base(self, base_model) -> None:
+        """Refuse arguments the base model cannot serve (one-line MclError), before the run dir exists."""
 
     # --- set-up and schedule -------------------------------------------------------------------
     def setup(self, base_model, spec: LoraSpec, seed: int):

@@ -108,6 +108,13 @@ class ILoRA(ER):
         self.steps = 0  # optimizer steps taken, over the whole run (the warm-up counter k)
         self.update_rng = torch.Generator().manual_seed(ctx.config.train.seed + 2)
 
+    def check_base(self, base_model):
+        """Layer indices must name decoder layers of the base model (Python's negative indices count from the end)."""
+        n, choice = base_model.config.num_hidden_layers, self.args["layers"]
+        if isinstance(choice, list) and (bad := [i for i in choice if not -n <= i < n]):
+            raise MclError(f"method_args.layers ({self.name}) {bad} out of range: the model has {n} decoder layers "
+                           f"(indices 0..{n - 1}, or -{n}..-1 from the end)")
+
     def setup(self, base_model, spec, seed):
         model = add_lora(base_model, spec, "fast", seed=seed)
         with torch.random.fork_rng(devices=[]):  # the global RNG stream stays as for a one-adapter method
