@@ -1025,7 +1025,7 @@ def test_atomic_writes_never_replace_a_symlink_or_device(tmp_path):
 
 
 def test_batch_memory_floor_is_batch_times_mean_length_times_layers_times_hidden():
-    """10 examples of mean length 4 (3 and 5 tokens) x 2 layers x hidden 8 x 4 bytes = 2560 bytes: fits 2560, not 2559."""
+    """10 examples of mean length 4 (3 and 5 tokens) x 2 layers x hidden 8 x 4 bytes = 2560 B: fits 2560, not 2559."""
     from transformers import LlamaConfig
 
     from mcl.data.tokenize import Encoded
