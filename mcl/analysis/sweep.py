@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from mcl.adapters import AdapterState
 from mcl.analysis.barriers import barriers
 from mcl.analysis.cache import PointCache, model_fingerprint
+from mcl.analysis.distributed import ranks, run_shared
 from mcl.errors import MclError
 from mcl.eval import TaskEvaluator
 from mcl.paths import Binding, InterpolationPath
@@ -35,16 +36,25 @@ class PointJob:
     row: dict[str, Any]
 
 
-def evaluators(tokenizer, tasks: Sequence, split: str = "eval", batch_size: int = 32, max_len: int = 256,
-               limit: int | None = None, text=None) -> list[TaskEvaluator]:
-    """One TaskEvaluator per task (Task objects, names, dirs; `mcl-suite` = all eight) on `split`, first `limit`.
-
-    `text` is the `mcl.data.TextFormat` the examples are encoded and prompted with (default: the ids join).
-    """
+def load_task_list(tasks: Sequence) -> list:
+    """Task objects for Task objects, names and dirs (`mcl-suite` = all eight), in order."""
     from mcl.data.load import load_tasks
 
-    loaded = [x for t in tasks for x in ([t] if hasattr(t, "spec") else load_tasks([t]))]
-    return [TaskEvaluator(tokenizer, t, split, batch_size, max_len, limit, text) for t in loaded]
+    return [x for t in tasks for x in ([t] if hasattr(t, "spec") else load_tasks([t]))]
+
+
+def evaluators(tokenizer, tasks: Sequence, split: str = "eval", batch_size: int = 32,
+               max_len: int | Sequence[int] = 256, limit: int | None = None, text=None) -> list[TaskEvaluator]:
+    """One TaskEvaluator per task (Task objects, names, dirs; `mcl-suite` = all eight) on `split`, first `limit`.
+
+    `max_len` is one length for every task or one per task (after `mcl-suite` is expanded); `text` is the
+    `mcl.data.TextFormat` the examples are encoded and prompted with (default: the ids join).
+    """
+    loaded = load_task_list(tasks)
+    lengths = [max_len] * len(loaded) if isinstance(max_len, int) else list(max_len)
+    if len(lengths) != len(loaded):
+        raise MclError(f"{len(lengths)} max_len values for {len(loaded)} tasks")
+    return [TaskEvaluator(tokenizer, t, split, batch_size, n, limit, text) for t, n in zip(loaded, lengths)]
 
 
 def _task_description(task: TaskEvaluator) -> dict[str, Any]:
@@ -98,18 +108,24 @@ def evaluate_points(
 
     `fingerprint` is the base model's cache identity when the caller already has it (else computed here);
     `per_example` keeps each example's loss sum and token count (columns example_sums, example_counts).
+    Under a launcher with several processes (mcl.analysis.distributed) each process scores every N-th
+    (point, task) and every process returns the whole frame, row for row that of one process.
     """
     cache = _resolve_cache(cache)
     base = (fingerprint or _model_key(model)) if cache else None
     task_desc = [_task_description(t) for t in tasks]
-    rows, computed = [], 0
-    with ExitStack() as stack:
-        live: Binding | None = None
-        bar = tqdm(total=len(jobs) * len(tasks), desc=desc, disable=not progress)
-        stack.callback(bar.close)
-        for job in jobs:
-            applied = False
-            for task, tdesc in zip(tasks, task_desc):
+    here = ranks()
+    units = here.share(len(jobs) * len(tasks))  # (job, task) units, job-major; every world-th is this process's
+
+    def work() -> tuple[list[tuple[int, dict[str, Any]]], int]:
+        rows, computed = [], 0
+        with ExitStack() as stack:
+            live: Binding | None = None
+            applied = None
+            bar = tqdm(total=len(units), desc=desc, disable=not (progress and here.main))
+            stack.callback(bar.close)
+            for unit in units:
+                job, task, tdesc = jobs[unit // len(tasks)], tasks[unit % len(tasks)], task_desc[unit % len(tasks)]
                 key = PointCache.key({"base": base, "point": job.describe, "task": tdesc}) if cache else None
                 record = cache.get(key, task.loss_evaluator.n) if cache else None
                 hit = (record is not None and (not metric or record.get("metric") is not None)
@@ -117,9 +133,9 @@ def evaluate_points(
                 if not hit:
                     if live is None:
                         live = stack.enter_context(bind())
-                    if not applied:
+                    if applied is not job:
                         live.apply(job.state())
-                        applied = True
+                        applied = job
                     record = _score(task, live.model, metric, per_example)
                     if not np.isfinite(record["loss"]):
                         raise MclError(f"non-finite loss on task {task.task.name} at {job.row}; check the adapters")
@@ -128,11 +144,16 @@ def evaluate_points(
                         cache.put(key, record)
                 if not per_example:
                     record = {k: v for k, v in record.items() if k not in ("example_sums", "example_counts")}
-                rows.append({**job.row, "task": task.task.name, **record, "metric": record["metric"] if metric else None,
-                             "split": task.split, "cached": hit})
+                rows.append((unit, {**job.row, "task": task.task.name, **record,
+                                    "metric": record["metric"] if metric else None, "split": task.split,
+                                    "cached": hit}))
                 bar.update()
-    frame = pd.DataFrame(rows)
-    frame.attrs.update(computed=computed, cached=len(rows) - computed)
+        return rows, computed
+
+    shared = run_shared(work, here)
+    frame = pd.DataFrame([row for _, row in sorted((r for rows, _ in shared for r in rows), key=lambda r: r[0])])
+    computed = sum(n for _, n in shared)
+    frame.attrs.update(computed=computed, cached=len(frame) - computed)
     return frame
 
 

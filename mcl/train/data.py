@@ -34,6 +34,21 @@ def encode_tasks(tasks: list[Task], tokenizer, max_len: int, text: TextFormat | 
     return [TaskData(t, encode_examples(tokenizer, t.split("train"), max_len, text)) for t in tasks]
 
 
+def length_warnings(tasks: list[Task], tokenizer, max_len: int, text: TextFormat | None, eval_spec) -> list[str]:
+    """What `max_len` cuts, one line per task: train examples (the loss) and the scored eval split (loss and,
+    when generating, prompts before `max_new_tokens`); MclError when generation would leave no room for a prompt."""
+    from mcl.eval.lengths import TaskLengths
+
+    said = []
+    for t in tasks:
+        for split, examples, generate in (("train", t.split("train"), False),
+                                          (eval_spec.split, t.split(eval_spec.split)[:eval_spec.max_examples],
+                                           eval_spec.generate)):
+            lengths = TaskLengths.measure(tokenizer, t.name, examples, t.spec.max_new_tokens, text)
+            said.append(lengths.cuts(max_len, generate, split))
+    return [f"{line} (train.max_len)" for line in said if line]
+
+
 @lru_cache(maxsize=8)
 def _order(n: int, seed: int, phase: int, epoch: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed * 1_000_003 + phase * 10_007 + epoch)

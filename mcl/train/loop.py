@@ -39,7 +39,7 @@ from mcl.io import atomic_path, check_output, write_json_atomic, write_text_atom
 from mcl.lock import OutputLock
 from mcl.train.config import RunConfig
 from mcl.train.losses import mean_ce, to_device
-from mcl.train.data import TaskData, encode_tasks, label_tokens, make_batch, step_label_tokens
+from mcl.train.data import TaskData, encode_tasks, label_tokens, length_warnings, make_batch, step_label_tokens
 from mcl.train.methods import METHODS, Context
 from mcl.train.records import TrainLog, write_example_scores, write_predictions
 from mcl.train.scoring import Scorer, write_metrics
@@ -229,6 +229,8 @@ def _train(cfg: RunConfig, progress_bar: bool, stop_at: tuple[int, int] | None, 
     if cfg.train.gradient_checkpointing:
         enable_gradient_checkpointing(base)
     data: list[TaskData] = encode_tasks(tasks, tokenizer, cfg.train.max_len, cfg.text)
+    for line in length_warnings(tasks, tokenizer, cfg.train.max_len, cfg.text, cfg.eval):
+        accelerator.print(f"warning: {line}")
     method_cls = METHODS[cfg.method]
     ctx = Context(model=None, tokenizer=tokenizer, accelerator=accelerator, config=cfg, tasks=names,
                   train_data=data, loss_fn=mean_ce, run_dir=run_dir)
@@ -324,6 +326,7 @@ def _train(cfg: RunConfig, progress_bar: bool, stop_at: tuple[int, int] | None, 
         if main:
             method.save_task(run_dir / "tasks" / f"{phase}-{name}", {"task": name, "phase": phase, "method": cfg.method,
                                                                      "step": total, "run": run_dir.name,
+                                                                     "max_len": cfg.train.max_len,
                                                                      "tasks": [task_record(tasks[i]) for i in task_ids],
                                                                      **text_meta(cfg.text)})
         scores = {view: {} for view in method.views}

@@ -1,0 +1,110 @@
+"""Analysis spread over processes: the rank and world size a launcher sets, and the one collective the work needs.
+
+Under `torchrun --nproc_per_node=N` or `accelerate launch` (which set WORLD_SIZE, RANK and LOCAL_RANK),
+`ranks()` joins a gloo process group on first use; each process then takes every N-th unit of work
+(`Ranks.share`) and `run_shared` hands every process all processes' results, in rank order, so every
+process goes on with the same numbers and only the main one writes. Collectives carry small Python
+objects on the CPU over gloo whatever device the model is on, so the same code runs on CPUs and GPUs. A
+failure in one process fails all of them with its message (none waits forever for a dead peer). With
+one process (no WORLD_SIZE, or 1) nothing is joined and every helper returns its input: behaviour,
+numbers and files are exactly those of a plain run.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
+
+from mcl.errors import MclError
+
+T = TypeVar("T")
+_GROUP: Any = None  # the gloo group the collectives use, once joined
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place among the launched ones: rank, world size and rank on its node."""
+
+    rank: int = 0
+    world: int = 1
+    local: int = 0
+
+    @property
+    def main(self) -> bool:
+        """Whether this is the process that prints and writes (rank 0)."""
+        return self.rank == 0
+
+    def share(self, n: int) -> range:
+        """The indices of n units of work this process takes: every world-th one, from its rank."""
+        return range(self.rank, n, self.world)
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    try:
+        return int(value) if value.strip() else default
+    except ValueError:
+        raise MclError(f"environment variable {name}={value!r} is not an integer (set by torchrun)") from None
+
+
+def launched() -> Ranks:
+    """The rank and world size from the launcher's environment, without joining a process group."""
+    world = _env_int("WORLD_SIZE", 1)
+    rank = _env_int("RANK", 0)
+    if world < 1 or not 0 <= rank < world:
+        raise MclError(f"RANK={rank} and WORLD_SIZE={world} from the environment do not fit (0 <= RANK < WORLD_SIZE)")
+    return Ranks(rank, world, _env_int("LOCAL_RANK", rank))
+
+
+def ranks() -> Ranks:
+    """This process's Ranks; under a launcher with several processes, joins their gloo group on first call."""
+    here = launched()
+    if here.world > 1:
+        _join()
+    return here
+
+
+def _join() -> None:
+    global _GROUP
+    if _GROUP is not None:
+        return
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+        atexit.register(dist.destroy_process_group)
+        _GROUP = dist.group.WORLD
+    else:  # joined by someone else (accelerate): reuse it when it speaks gloo, else add a gloo group beside it
+        _GROUP = dist.group.WORLD if "gloo" in str(dist.get_backend()) else dist.new_group(backend="gloo")
+
+
+def run_shared(work: Callable[[], T], here: Ranks) -> list[T]:
+    """Every process's result of `work()` in rank order (on every process); one process's failure fails all.
+
+    The failing process re-raises its own exception; the others raise a one-line MclError naming it.
+    """
+    if here.world == 1:
+        return [work()]
+    import torch.distributed as dist
+
+    try:
+        result, error = work(), None
+    except Exception as e:  # noqa: BLE001  (re-raised below, after the peers learnt of it)
+        result, error = None, e
+    said = None if error is None else (str(error) if isinstance(error, MclError) else f"{type(error).__name__}: {error}")
+    gathered: list[Any] = [None] * here.world
+    dist.all_gather_object(gathered, (result, said), group=_GROUP)
+    if error is not None:
+        raise error
+    for rank, (_, message) in enumerate(gathered):
+        if message is not None:
+            raise MclError(f"process {rank} of {here.world} failed: {message}")
+    return [r for r, _ in gathered]
+
+
+def rank_device(device: str) -> str:
+    """The device this process uses: a plain `cuda` becomes `cuda:LOCAL_RANK` when several processes share a node."""
+    here = launched()
+    return f"cuda:{here.local}" if device == "cuda" and here.world > 1 else device
