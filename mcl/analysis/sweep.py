@@ -109,7 +109,8 @@ def evaluate_points(
     `fingerprint` is the base model's cache identity when the caller already has it (else computed here);
     `per_example` keeps each example's loss sum and token count (columns example_sums, example_counts).
     Under a launcher with several processes (mcl.analysis.distributed) each process scores every N-th
-    (point, task) and every process returns the whole frame, row for row that of one process.
+    (point, task) and every process returns the whole frame, row for row that of one process; it is then
+    a collective call, which every launched process must make.
     """
     cache = _resolve_cache(cache)
     base = (fingerprint or _model_key(model)) if cache else None
