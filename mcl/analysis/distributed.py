@@ -3,9 +3,9 @@
 Under `torchrun --nproc_per_node=N` or `accelerate launch` (which set WORLD_SIZE, RANK and LOCAL_RANK),
 `ranks()` joins a gloo process group on first use; each process then takes every N-th unit of work
 (`Ranks.share`) and `run_shared` hands every process all processes' results, in rank order, so every
-process goes on with the same numbers and only the main one writes. Collectives carry small Python
-objects on the CPU over gloo whatever device the model is on, so the same code runs on CPUs and GPUs. A
-failure in one process fails all of them with its message (none waits forever for a dead peer). With
+process goes on with the same numbers and only the main one writes. Results travel as JSON (exact for
+floats; no pickle) in byte tensors on the CPU over gloo whatever device the model is on, so the same
+code runs on CPUs and GPUs. A failure in one process fails all of them with its message. With
 one process (no WORLD_SIZE, or 1) nothing is joined and every helper returns its input: behaviour,
 numbers and files are exactly those of a plain run.
 """
@@ -13,13 +13,14 @@ numbers and files are exactly those of a plain run.
 from __future__ import annotations
 
 import atexit
+import json
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from datetime import timedelta
+from typing import Any, Callable
 
 from mcl.errors import MclError
 
-T = TypeVar("T")
 _GROUP: Any = None  # the gloo group the collectives use, once joined
 
 
@@ -72,36 +73,49 @@ def _join() -> None:
         return
     import torch.distributed as dist
 
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")
+    if not dist.is_initialized():  # a process may wait long for its peers' last units (generation on a 7B model);
+        dist.init_process_group("gloo", timeout=timedelta(hours=6))  # torchrun ends them all when one dies
         atexit.register(dist.destroy_process_group)
         _GROUP = dist.group.WORLD
     else:  # joined by someone else (accelerate): reuse it when it speaks gloo, else add a gloo group beside it
         _GROUP = dist.group.WORLD if "gloo" in str(dist.get_backend()) else dist.new_group(backend="gloo")
 
 
-def run_shared(work: Callable[[], T], here: Ranks) -> list[T]:
+def run_shared(work: Callable[[], Any], here: Ranks) -> list[Any]:
     """Every process's result of `work()` in rank order (on every process); one process's failure fails all.
 
-    The failing process re-raises its own exception; the others raise a one-line MclError naming it.
+    Results must be JSON-able; with several processes they come back through JSON (tuples as lists). The
+    failing process re-raises its own exception; the others raise a one-line MclError naming it.
     """
     if here.world == 1:
         return [work()]
-    import torch.distributed as dist
-
     try:
         result, error = work(), None
     except Exception as e:  # noqa: BLE001  (re-raised below, after the peers learnt of it)
         result, error = None, e
     said = None if error is None else (str(error) if isinstance(error, MclError) else f"{type(error).__name__}: {error}")
-    gathered: list[Any] = [None] * here.world
-    dist.all_gather_object(gathered, (result, said), group=_GROUP)
+    gathered = _all_gather_json([result, said], here)
     if error is not None:
         raise error
     for rank, (_, message) in enumerate(gathered):
         if message is not None:
             raise MclError(f"process {rank} of {here.world} failed: {message}")
     return [r for r, _ in gathered]
+
+
+def _all_gather_json(obj: Any, here: Ranks) -> list[Any]:
+    """Every process's JSON-able `obj`, in rank order (tuples come back as lists)."""
+    import torch
+    import torch.distributed as dist
+
+    data = torch.frombuffer(bytearray(json.dumps(obj).encode()), dtype=torch.uint8)
+    sizes = [torch.zeros(1, dtype=torch.long) for _ in range(here.world)]
+    dist.all_gather(sizes, torch.tensor([data.numel()]), group=_GROUP)
+    padded = torch.zeros(max(int(n) for n in sizes), dtype=torch.uint8)
+    padded[: data.numel()] = data
+    buffers = [torch.empty_like(padded) for _ in range(here.world)]
+    dist.all_gather(buffers, padded, group=_GROUP)
+    return [json.loads(b[: int(n)].numpy().tobytes()) for b, n in zip(buffers, sizes)]
 
 
 def rank_device(device: str) -> str:

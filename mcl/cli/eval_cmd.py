@@ -12,15 +12,10 @@ import argparse
 import math
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 from mcl.cli.common import add_eval_arguments, add_model_argument, add_quiet_argument, add_tasks_argument, apply_threads
 from mcl.cli.device_args import add_device_args, model_kwargs
 from mcl.cli.text_flags import add_text_arguments, text_of
 from mcl.errors import MclError
-
-if TYPE_CHECKING:  # torch loads only when a command runs
-    import torch
 
 
 def load_model(model: str, adapter: str | None, **load_kwargs):
@@ -122,14 +117,16 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _score_shared(evaluator, model, generate: bool, here) -> tuple[dict, list[dict]]:
     """One task's row and generations, each process scoring its shard of the examples (all of them alone)."""
+    import torch
+
     from mcl.analysis.distributed import run_shared
 
-    def work() -> tuple[torch.Tensor, list[dict]]:
+    def work() -> tuple[list, list[dict]]:
         records: list[dict] = []
-        return evaluator.example_parts(model, generate, records), records
+        return evaluator.example_parts(model, generate, records).tolist(), records
 
     shared = run_shared(work, here)
-    parts = shared[0][0] if here.world == 1 else sum(p for p, _ in shared)
+    parts = torch.tensor([p for p, _ in shared], dtype=torch.float64).sum(0)  # one shard's column each: exact
     if not parts[1].sum():
         raise MclError(f"task {evaluator.task.name} ({evaluator.split} split): no answer token fits max_len "
                        f"{evaluator.max_len}; nothing to evaluate (raise --max-len)")
