@@ -146,3 +146,25 @@ def test_a_barrier_matrix_scores_each_checkpoint_once(setting, tmp_path, monkeyp
                                       alone.drop(columns="cached"), check_exact=True)
         shared = {(0, 1): [], (0, 2): [0.0], (1, 2): [0.0, 1.0]}[(i, j)]  # endpoints scored by an earlier pair
         assert sorted(set(curve[curve.cached].t)) == shared
+
+
+def test_the_launchers_environment_names_this_process_and_its_share(monkeypatch):
+    from mcl.analysis.distributed import Ranks, launched, rank_device
+    from mcl.errors import MclError
+
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert launched() == Ranks(0, 1, 0) and launched().main and list(launched().share(3)) == [0, 1, 2]
+    assert rank_device("cuda") == "cuda"  # one process: the device as asked
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    here = launched()
+    assert here == Ranks(1, 3, 1) and not here.main and list(here.share(8)) == [1, 4, 7]
+    assert rank_device("cuda") == "cuda:1" and rank_device("cuda:0") == "cuda:0" and rank_device("cpu") == "cpu"
+    monkeypatch.setenv("RANK", "3")
+    with pytest.raises(MclError, match="RANK=3 and WORLD_SIZE=3"):
+        launched()
+    monkeypatch.setenv("RANK", "one")
+    with pytest.raises(MclError, match="RANK='one' is not an integer"):
+        launched()

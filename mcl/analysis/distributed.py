@@ -103,12 +103,19 @@ def run_shared(work: Callable[[], Any], here: Ranks) -> list[Any]:
     return [r for r, _ in gathered]
 
 
+def _plain(value: Any) -> Any:
+    """numpy / torch scalars and arrays as plain Python values (json.dumps' fallback)."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON-able")
+
+
 def _all_gather_json(obj: Any, here: Ranks) -> list[Any]:
     """Every process's JSON-able `obj`, in rank order (tuples come back as lists)."""
     import torch
     import torch.distributed as dist
 
-    data = torch.frombuffer(bytearray(json.dumps(obj).encode()), dtype=torch.uint8)
+    data = torch.frombuffer(bytearray(json.dumps(obj, default=_plain).encode()), dtype=torch.uint8)
     sizes = [torch.zeros(1, dtype=torch.long) for _ in range(here.world)]
     dist.all_gather(sizes, torch.tensor([data.numel()]), group=_GROUP)
     padded = torch.zeros(max(int(n) for n in sizes), dtype=torch.uint8)
