@@ -161,7 +161,10 @@ def test_the_launchers_environment_names_this_process_and_its_share(monkeypatch)
     monkeypatch.setenv("LOCAL_RANK", "1")
     here = launched()
     assert here == Ranks(1, 3, 1) and not here.main and list(here.share(8)) == [1, 4, 7]
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 4)  # no GPU here: the count a 4-GPU node reports
     assert rank_device("cuda") == "cuda:1" and rank_device("cuda:0") == "cuda:0" and rank_device("cpu") == "cpu"
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 1)  # a launcher that shows each process one GPU
+    assert rank_device("cuda") == "cuda:0"
     monkeypatch.setenv("RANK", "3")
     with pytest.raises(MclError, match="RANK=3 and WORLD_SIZE=3"):
         launched()

@@ -126,6 +126,11 @@ def _all_gather_json(obj: Any, here: Ranks) -> list[Any]:
 
 
 def rank_device(device: str) -> str:
-    """The device this process uses: a plain `cuda` becomes `cuda:LOCAL_RANK` when several processes share a node."""
+    """The device this process uses: a plain `cuda` becomes this process's GPU when several are launched
+    (`cuda:LOCAL_RANK`, modulo the GPUs it sees: one each when the launcher restricts CUDA_VISIBLE_DEVICES)."""
     here = launched()
-    return f"cuda:{here.local}" if device == "cuda" and here.world > 1 else device
+    if device != "cuda" or here.world == 1:
+        return device
+    import torch
+
+    return f"cuda:{here.local % max(1, torch.cuda.device_count())}"
