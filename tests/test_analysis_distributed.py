@@ -24,6 +24,7 @@ sweep_module = importlib.import_module("mcl.analysis.sweep")  # the module, not 
 
 def _commands(setting, out: Path) -> list[list[str]]:  # noqa: F811
     """The four commands, small: 3 points, a 3x3 plane, 5 examples per task, generation on in barrier and eval."""
+    # (the sweep cache is filled by a second barrier; a one-task matrix has a unit too few to go round)
     a, b, c, tasks = setting["a"], setting["b"], setting["c"], setting["tasks"]
     sweep_flags = ["--tasks", *tasks, "--limit", "5", "--quiet"]
     return [
@@ -32,6 +33,9 @@ def _commands(setting, out: Path) -> list[list[str]]:  # noqa: F811
         ["plane", a, b, c, "--grid", "3", "--no-cache", *sweep_flags, "--out", str(out / "plane")],
         ["eval", "--model", setting["base"], "--adapter", a, *sweep_flags, "--out", str(out / "eval.json")],
         ["barrier", a, b, "--points", "3", *sweep_flags, "--out", str(out / "cached")],  # fills the sweep cache
+        # one task: pair (1, 2) has a single unit (its midpoint), so the 2 processes split its examples
+        ["barrier-matrix", a, b, c, "--points", "3", "--metric", "--no-cache", "--tasks", tasks[0], "--limit", "5",
+         "--quiet", "--out", str(out / "matrix1")],
     ]
 
 
@@ -94,12 +98,13 @@ def runs(setting, tmp_path_factory):  # noqa: F811
     return {"one": root / "one", "two": root / "two", "proc": proc, "counts": counts}
 
 
-@pytest.mark.slow  # one torchrun launch of 2 processes running five commands: about 10 s alone, 30 s on a busy machine
+@pytest.mark.slow  # one torchrun launch of 2 processes running six commands: seconds alone, 30 s on a busy machine
 @pytest.mark.parametrize("files", [("barrier", ["barrier.json", "path.csv"]),
                                    ("matrix", ["barrier_matrix.json", "barriers.csv", "curves.csv"]),
                                    ("plane", ["plane.json", "plane.csv"]),
-                                   ("", ["eval.json", "eval-predictions/eval-first.jsonl", "eval-predictions/eval-last.jsonl"])],
-                         ids=["barrier", "barrier-matrix", "plane", "eval"])
+                                   ("", ["eval.json", "eval-predictions/eval-first.jsonl", "eval-predictions/eval-last.jsonl"]),
+                                   ("matrix1", ["barrier_matrix.json", "barriers.csv", "curves.csv"])],
+                         ids=["barrier", "barrier-matrix", "plane", "eval", "matrix-split-examples"])
 def test_two_processes_write_one_result_equal_to_one_process(runs, files):
     folder, names = files
     for name in names:
@@ -115,12 +120,13 @@ def test_two_processes_write_one_result_equal_to_one_process(runs, files):
 @pytest.mark.slow
 def test_two_processes_share_the_work_and_only_the_main_one_writes(runs):
     out = runs["proc"].stdout
-    # one process: barrier 3 points x 2 tasks, matrix 3 checkpoints + 3 midpoints x 2 tasks, plane 9 points x 2 tasks
-    # (+ the cached barrier: 0, its points were scored by the two processes)
-    assert runs["counts"] == {"points": 6 + 12 + 18, "examples": 10}
-    # round robin over (point, task) units per call: barrier 3|3, matrix pairs 3|3 2|2 1|1, plane 9|9, cached 3|3
-    assert "rank 0 scored 21 points and 6 examples" in out and "rank 1 scored 21 points and 4 examples" in out
-    for wrote, n in (("barrier.json", 2), ("barrier_matrix.json", 1), ("plane.json", 1)):
+    # one process: barrier 3 points x 2 tasks, matrix 3 checkpoints + 3 midpoints x 2 tasks, plane 9 points x 2 tasks,
+    # the cached barrier 0 (the two processes scored its points), the one-task matrix 6; eval 2 tasks x 5 examples
+    assert runs["counts"] == {"points": 6 + 12 + 18 + 0 + 6, "examples": 10}
+    # round robin over (point, task) units per call: barrier 3|3, matrix pairs 3|3 2|2 1|1, plane 9|9, cached 3|3,
+    # one-task matrix pairs 2|1 1|1, and its last pair's single unit by examples 3|2 (eval: 3+3|2+2 examples)
+    assert "rank 0 scored 24 points and 9 examples" in out and "rank 1 scored 23 points and 6 examples" in out
+    for wrote, n in (("barrier.json", 2), ("barrier_matrix.json", 2), ("plane.json", 1)):
         assert out.count(f"/{wrote}") == n, out  # by the main process alone, once per command that writes it
     assert out.count("task             n") == 1  # eval's table, printed once
     cached = pd.read_csv(runs["one"] / "cached" / "path.csv")
