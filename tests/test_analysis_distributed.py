@@ -149,7 +149,7 @@ def test_a_barrier_matrix_scores_each_checkpoint_once(setting, tmp_path, monkeyp
     for (i, j), curve in bm.curves.groupby(["i", "j"]):
         alone = sweep(Linear(states[i], states[j]), model, tasks, 4, cache=False, progress=False)
         pd.testing.assert_frame_equal(curve[alone.columns.drop("cached")].reset_index(drop=True),
-                                      alone.drop(columns="cached"), check_exact=True)
+                                      alone.drop(columns="cached"), check_exact=False, rtol=0, atol=1e-6)
         shared = {(0, 1): [], (0, 2): [0.0], (1, 2): [0.0, 1.0]}[(i, j)]  # endpoints scored by an earlier pair
         assert sorted(set(curve[curve.cached].t)) == shared
 
