@@ -126,8 +126,11 @@ def _all_gather_json(obj: Any, here: Ranks) -> list[Any]:
 
 
 def rank_device(device: str) -> str:
-    """The device this process uses: a plain `cuda` becomes this process's GPU when several are launched
-    (`cuda:LOCAL_RANK`, modulo the GPUs it sees: one each when the launcher restricts CUDA_VISIBLE_DEVICES)."""
+    """The device this process uses: with several processes, a plain `cuda` becomes this process's GPU.
+
+    That is `cuda:LOCAL_RANK` modulo the GPUs the process sees (one each when the launcher restricts
+    CUDA_VISIBLE_DEVICES).
+    """
     here = launched()
     if device != "cuda" or here.world == 1:
         return device

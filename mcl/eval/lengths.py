@@ -46,8 +46,10 @@ class TaskLengths:
         return max(need, 1)
 
     def cuts(self, max_len: int, generate: bool, split: str = "eval") -> str | None:
-        """One warning line with the counts of what `max_len` cuts (None when nothing is); MclError when
-        generating leaves no room for a prompt."""
+        """One warning line counting what `max_len` cuts, or None when it cuts nothing.
+
+        When generating, a max_len that leaves no room for a prompt before the new tokens is a MclError.
+        """
         room = max_len - self.max_new_tokens
         where = f"task {self.name} ({split} split)"
         if generate and room < 1:

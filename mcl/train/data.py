@@ -35,8 +35,11 @@ def encode_tasks(tasks: list[Task], tokenizer, max_len: int, text: TextFormat | 
 
 
 def length_warnings(tasks: list[Task], tokenizer, max_len: int, text: TextFormat | None, eval_spec) -> list[str]:
-    """What `max_len` cuts, one line per task: train examples (the loss) and the scored eval split (loss and,
-    when generating, prompts before `max_new_tokens`); MclError when generation would leave no room for a prompt."""
+    """What a run's `max_len` cuts: one line per task and split that it cuts (train, and the scored eval split).
+
+    The eval split counts generation prompts too when the run generates; a max_len that leaves no room for a
+    prompt before `max_new_tokens` there is a MclError.
+    """
     from mcl.eval.lengths import TaskLengths
 
     said = []

@@ -40,8 +40,11 @@ def _max_len_value(value: Any, where: Path) -> int:
 
 
 def recorded_max_len(adapter_dir: str | Path | None, meta: dict[str, Any]) -> int | None:
-    """The max_len a checkpoint was trained with: its mcl.json's `max_len`, else `train.max_len` in the
-    config.yaml of the run dir it sits in (`<run>/tasks/<k>-<task>[/<learner>]`), else None."""
+    """The max_len a checkpoint was trained with, or None when nothing records it.
+
+    Its mcl.json's `max_len` first, else `train.max_len` in the config.yaml of the run dir it sits in
+    (`<run>/tasks/<k>-<task>[/<learner>]`).
+    """
     if meta.get("max_len") is not None:
         return _max_len_value(meta["max_len"], Path(adapter_dir or ".") / "mcl.json")
     if adapter_dir is None:
