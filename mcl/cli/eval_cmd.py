@@ -12,6 +12,7 @@ import argparse
 import math
 from contextlib import nullcontext
 from pathlib import Path
+
 from mcl.cli.common import add_eval_arguments, add_model_argument, add_quiet_argument, add_tasks_argument, apply_threads
 from mcl.cli.device_args import add_device_args, model_kwargs
 from mcl.cli.text_flags import add_text_arguments, text_of
