@@ -1,13 +1,14 @@
 """A barrier sweep on 2 CPU processes vs one process at the same total thread count (2 × 1 thread vs 1 × 2 threads).
 
 Run: `python benchmarks/analysis_procs.py [--examples 64] [--tasks 4] [--points 11] [--repeats 3]`. It launches
-itself twice as a worker: once as one process with 2 torch threads, once under `torchrun --nproc_per_node=2`
-(gloo) with 1 thread per process, where `sweep` splits its (point, task) units across the two
-(mcl.analysis.distributed). Each worker builds the same tiny model (sweep_speed.py's: the shipped weights
-when present, else a random model of that architecture), two random all-linear r=8 adapters and synthetic
-tasks, then times the whole sweep after one warm-up sweep (fastest of `--repeats`, both processes started
-together, the gather included; model loading excluded). Prints both times, the speed ratio and the largest loss difference
-between the two (0 expected: each unit is computed the same way in either setting).
+itself as a worker three times: one process with 2 torch threads; `torchrun --nproc_per_node=2` (gloo) with
+1 thread per process, where `sweep` splits its (point, task) units across the two (mcl.analysis.distributed);
+and one process with 1 thread, the reference for both. Each worker builds the same tiny model (sweep_speed.py's:
+the shipped weights when present, else a random model of that architecture), two random all-linear r=8
+adapters and synthetic tasks, then times the whole sweep after one warm-up sweep (fastest of `--repeats`;
+processes start together; the gather is included, model loading is not). Prints the three times, the speed
+ratio of the first two and the largest loss difference between them (0 expected: each unit is computed the
+same way in either setting).
 """
 
 from __future__ import annotations
@@ -64,14 +65,14 @@ def worker(args: argparse.Namespace) -> None:
                                                  "processes": here.world, "threads": torch.get_num_threads()}))
 
 
-def launch(args: argparse.Namespace, processes: int, result: Path) -> dict:
-    """Run the worker as `processes` processes of `2 // processes` threads each; its result."""
-    flags = ["--worker", "--threads", str(2 // processes), "--result", str(result), "--examples", str(args.examples),
+def launch(args: argparse.Namespace, processes: int, threads: int, result: Path) -> dict:
+    """Run the worker as `processes` processes of `threads` torch threads each; its result."""
+    flags = ["--worker", "--threads", str(threads), "--result", str(result), "--examples", str(args.examples),
              "--tasks", str(args.tasks), "--points", str(args.points), "--repeats", str(args.repeats)]
     script = [str(Path(__file__).resolve()), *flags]
     cmd = [sys.executable, *(["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
                              if processes > 1 else []), *script]
-    env = {**os.environ, "OMP_NUM_THREADS": str(2 // processes), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     subprocess.run(cmd, check=True, env=env)
     return json.loads(result.read_text())
 
@@ -91,16 +92,17 @@ def main() -> None:
         worker(args)
         return
     with tempfile.TemporaryDirectory() as tmp:
-        one = launch(args, 1, Path(tmp) / "one.json")
-        two = launch(args, 2, Path(tmp) / "two.json")
+        runs = {setting: launch(args, *setting, Path(tmp) / f"{setting[0]}x{setting[1]}.json")
+                for setting in ((1, 2), (2, 1), (1, 1))}
+    one, two = runs[1, 2], runs[2, 1]
     diff = max(abs(x - y) for x, y in zip(one["loss"], two["loss"]))
     print(f"model: {one['model']}; {args.tasks} tasks x {args.examples} examples, {args.points} points, linear path, "
           f"factors space; fastest of {args.repeats}")
     print(f"{'setting':<28} {'sweep s':>8}")
-    print(f"{'1 process x 2 threads':<28} {one['seconds']:>8.2f}")
-    print(f"{'2 processes x 1 thread':<28} {two['seconds']:>8.2f}")
-    print(f"speed-up of 2 processes: {one['seconds'] / two['seconds']:.2f}x; largest loss difference {diff:.1e}")
-
+    for (processes, threads), r in runs.items():
+        print(f"{f'{processes} process(es) x {threads} thread(s)':<28} {r['seconds']:>8.2f}")
+    print(f"speed-up of 2 processes x 1 thread over 1 process x 2 threads: {one['seconds'] / two['seconds']:.2f}x; "
+          f"largest loss difference {diff:.1e}")
 
 if __name__ == "__main__":
     main()
