@@ -162,6 +162,8 @@ def test_the_launchers_environment_names_this_process_and_its_share(monkeypatch)
         monkeypatch.delenv(name, raising=False)
     assert launched() == Ranks(0, 1, 0) and launched().main and list(launched().share(3)) == [0, 1, 2]
     assert rank_device("cuda") == "cuda"  # one process: the device as asked
+    monkeypatch.setenv("RANK", "3")
+    assert launched() == Ranks(0, 1, 0)  # a stray RANK without a world of several processes changes nothing
     monkeypatch.setenv("WORLD_SIZE", "3")
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("LOCAL_RANK", "1")

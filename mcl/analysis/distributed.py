@@ -51,10 +51,15 @@ def _env_int(name: str, default: int) -> int:
 
 
 def launched() -> Ranks:
-    """The rank and world size from the launcher's environment, without joining a process group."""
+    """The rank and world size from the launcher's environment, without joining a process group.
+
+    Without WORLD_SIZE above 1 this is the one process of a plain run, whatever else the environment says.
+    """
     world = _env_int("WORLD_SIZE", 1)
+    if world <= 1:
+        return Ranks()
     rank = _env_int("RANK", 0)
-    if world < 1 or not 0 <= rank < world:
+    if not 0 <= rank < world:
         raise MclError(f"RANK={rank} and WORLD_SIZE={world} from the environment do not fit (0 <= RANK < WORLD_SIZE)")
     return Ranks(rank, world, _env_int("LOCAL_RANK", rank))
 
