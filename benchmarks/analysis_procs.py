@@ -46,8 +46,8 @@ def worker(args: argparse.Namespace) -> None:
     tasks = []
     for k in range(args.tasks):
         rng = random.Random(k)
-        examples = [Example(" ".join(rng.choice(words) for _ in range(40)), " ".join(rng.choice(words) for _ in range(4)))
-                    for _ in range(args.examples)]
+        examples = [Example(" ".join(rng.choice(words) for _ in range(40)),
+                            " ".join(rng.choice(words) for _ in range(4))) for _ in range(args.examples)]
         tasks.append(TaskEvaluator(tok, Task(TaskSpec(f"synthetic{k}"), preloaded={"eval": examples}), "eval", 32, 64))
     with tempfile.TemporaryDirectory() as tmp:
         a, b = adapters(model, Path(tmp))

@@ -16,7 +16,7 @@ from mcl.cli.main import main as mcl_main
 from mcl.adapters import read_adapter
 from mcl.paths import Linear
 
-from test_barrier_cli import setting, write_adapter  # noqa: F401  (module fixture: tiny base dir, two tasks, two adapters)
+from test_barrier_cli import setting, write_adapter  # noqa: F401  (module fixture: tiny base, two tasks, two adapters)
 
 ROOT = Path(__file__).resolve().parents[1]
 sweep_module = importlib.import_module("mcl.analysis.sweep")  # the module, not the function of that name
@@ -82,8 +82,8 @@ def runs(setting, tmp_path_factory):  # noqa: F811
     spec.write_text(json.dumps(_commands(setting, root / "two")))
     helper = ROOT / "tests" / "torchrun_analysis.py"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(helper), str(spec)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}",
-           "MCL_CACHE": str(root / "cache")}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "MCL_CACHE": str(root / "cache"),
+           "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
     for _ in range(2):  # DESIGN.md §9: one of 11 first torchrun runs aborted once
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
         if proc.returncode == 0:
@@ -102,7 +102,8 @@ def runs(setting, tmp_path_factory):  # noqa: F811
 @pytest.mark.parametrize("files", [("barrier", ["barrier.json", "path.csv"]),
                                    ("matrix", ["barrier_matrix.json", "barriers.csv", "curves.csv"]),
                                    ("plane", ["plane.json", "plane.csv"]),
-                                   ("", ["eval.json", "eval-predictions/eval-first.jsonl", "eval-predictions/eval-last.jsonl"]),
+                                   ("", ["eval.json", "eval-predictions/eval-first.jsonl",
+                                         "eval-predictions/eval-last.jsonl"]),
                                    ("matrix1", ["barrier_matrix.json", "barriers.csv", "curves.csv"])],
                          ids=["barrier", "barrier-matrix", "plane", "eval", "matrix-split-examples"])
 def test_two_processes_write_one_result_equal_to_one_process(runs, files):
@@ -112,7 +113,7 @@ def test_two_processes_write_one_result_equal_to_one_process(runs, files):
         if name.endswith(".csv"):
             pd.testing.assert_frame_equal(pd.read_csv(two), pd.read_csv(one), check_exact=False, rtol=0, atol=1e-6)
         elif name.endswith(".jsonl"):
-            _close([json.loads(x) for x in two.read_text().splitlines()], [json.loads(x) for x in one.read_text().splitlines()])
+            _close(*([json.loads(x) for x in f.read_text().splitlines()] for f in (two, one)))
         else:
             _close(json.loads(two.read_text()), json.loads(one.read_text()), name)
 

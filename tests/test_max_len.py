@@ -75,11 +75,12 @@ def test_task_lengths_count_what_a_max_len_cuts(setting):
     assert n.needed(False) == max(full) and n.needed(True) == max(prompts) + 512
     assert n.cuts(n.needed(True), True) is None and n.cuts(max(full), False) is None
     message = n.cuts(max(prompts) + 100, True)
-    assert message.startswith(f"task trace (eval split): 2 of 4 generation prompts are cut to {max(prompts) - 412} tokens")
+    room = max(prompts) - 412
+    assert message.startswith(f"task trace (eval split): 2 of 4 generation prompts are cut to {room} tokens")
     assert f"max_len {max(prompts) + 512} keeps them whole" in message
-    assert n.cuts(256, False) == (f"task trace (eval split): 2 of 4 examples are longer than max_len 256 and lose prompt "
-                                  f"tokens on the left (answers too when they alone do not fit); max_len {max(full)} "
-                                  "keeps them whole")
+    assert n.cuts(256, False) == (f"task trace (eval split): 2 of 4 examples are longer than max_len 256 and lose "
+                                  "prompt tokens on the left (answers too when they alone do not fit); max_len "
+                                  f"{max(full)} keeps them whole")
     with pytest.raises(MclError, match="max_len 256 leaves no room for a prompt before max_new_tokens 512"):
         n.cuts(256, True)
 
@@ -116,7 +117,8 @@ def test_default_max_len_follows_the_data_and_cuts_nothing(setting, tmp_path, ca
                      "--max-len", "1000", "--out", str(wide)]) == 0
     assert [r["loss"] for r in json.loads(wide.read_text())["results"]] == [r["loss"] for r in rows.values()]
     with_metric = tmp_path / "m.json"  # generating: also room for the longest prompt and the task's new tokens
-    assert mcl_main(["eval", "--model", setting["base"], "--tasks", tasks[0], "--quiet", "--out", str(with_metric)]) == 0
+    assert mcl_main(["eval", "--model", setting["base"], "--tasks", tasks[0], "--quiet",
+                     "--out", str(with_metric)]) == 0
     full, prompts = _lengths(setting, "short")
     assert json.loads(with_metric.read_text())["max_len"] == max(max(full), max(prompts) + 3)
 

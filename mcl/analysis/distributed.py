@@ -98,7 +98,7 @@ def run_shared(work: Callable[[], Any], here: Ranks) -> list[Any]:
         result, error = work(), None
     except Exception as e:  # noqa: BLE001  (re-raised below, after the peers learnt of it)
         result, error = None, e
-    said = None if error is None else (str(error) if isinstance(error, MclError) else f"{type(error).__name__}: {error}")
+    said = None if error is None else str(error) if isinstance(error, MclError) else f"{type(error).__name__}: {error}"
     gathered = _all_gather_json([result, said], here)
     if error is not None:
         raise error

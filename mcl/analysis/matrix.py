@@ -83,5 +83,5 @@ def barrier_matrix(
             for measure, values in result["barrier"].items():
                 if values is not None:
                     records.append({"i": i, "j": j, "a": labels[i], "b": labels[j], "task": task, "measure": measure, **values})
-    return BarrierMatrix(labels, pd.DataFrame(records), pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(),
-                         evaluations)
+    curves_frame = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
+    return BarrierMatrix(labels, pd.DataFrame(records), curves_frame, evaluations)

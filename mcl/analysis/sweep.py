@@ -120,7 +120,7 @@ def evaluate_points(
     n = len(jobs) * len(tasks)  # (job, task) units, job-major
     keys = [PointCache.key({"base": base, "point": jobs[u // len(tasks)].describe, "task": task_desc[u % len(tasks)]})
             if cache else None for u in range(n)]
-    by_examples = 1 < here.world and n < here.world  # too few units to go round: the processes split each one's examples
+    by_examples = 1 < here.world and n < here.world  # too few units to go round: split each one's examples
     mine = list(range(n)) if by_examples else list(here.share(n))
     found = {u: _cached(cache, keys[u], tasks[u % len(tasks)], metric, per_example) for u in mine}
     if by_examples:  # a hit only where every process found the record: the others are scored together

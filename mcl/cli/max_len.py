@@ -24,7 +24,8 @@ def task_max_lens(asked: int | None, recorded: Sequence[int | None], tasks: Sequ
     from mcl.analysis.distributed import launched
     from mcl.eval.lengths import TaskLengths
 
-    lengths = [TaskLengths.measure(tokenizer, t.name, t.split(split)[:limit], t.spec.max_new_tokens, text) for t in tasks]
+    lengths = [TaskLengths.measure(tokenizer, t.name, t.split(split)[:limit], t.spec.max_new_tokens, text)
+               for t in tasks]
     known = [n for n in recorded if n is not None]
     if asked is not None:
         chosen, source = [asked] * len(tasks), "--max-len"
