@@ -144,6 +144,8 @@ def test_recorded_max_len_reads_mcl_json_then_the_run_config(tmp_path):
     assert recorded_max_len(slow, {"max_len": 40}) == 40  # the checkpoint's own record first
     (run / "config.yaml").write_text("train: {lr: 0.1}\n")
     assert recorded_max_len(slow, {}) == 256  # the config's default
+    (run / "config.yaml").write_text("- not a config\n")
+    assert recorded_max_len(slow, {}) is None
     (run / "config.yaml").write_text("train: {max_len: many}\n")
     with pytest.raises(MclError, match="config.yaml: max_len must be an integer >= 1, got 'many'"):
         recorded_max_len(slow, {})

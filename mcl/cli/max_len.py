@@ -33,7 +33,7 @@ def task_max_lens(asked: int | None, recorded: Sequence[int | None], tasks: Sequ
         chosen, source = [max(known)] * len(tasks), "the checkpoints' training run; --max-len overrides it"
     else:
         chosen = [min(n.needed(generate), context or n.needed(generate)) for n in lengths]
-        source = f"the data, at most the model's context of {context} tokens"
+        source = "the data" + (f", at most the model's context of {context} tokens" if context else "")
     for n, max_len in zip(lengths, chosen):
         message = n.cuts(max_len, generate, split)
         if message and launched().main:

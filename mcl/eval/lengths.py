@@ -1,6 +1,6 @@
 """Sequence lengths that follow the data: how long a task's examples and prompts are uncut, and what a `max_len` cuts.
 
-`TaskLengths.measure(tokenizer, examples, max_new_tokens, text)` tokenises a split once without any
+`TaskLengths.measure(tokenizer, name, examples, max_new_tokens, text)` tokenises a split once without any
 limit (by the same text format as the loss and generation). From it, `needed(generate)` is the
 smallest `max_len` that cuts nothing: the longest example (the loss), and when generating also the
 longest prompt plus `max_new_tokens` (generation feeds a prompt of at most max_len − max_new_tokens

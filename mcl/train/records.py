@@ -56,7 +56,8 @@ def recorded_max_len(adapter_dir: str | Path | None, meta: dict[str, Any]) -> in
 
             from mcl.train.config import TrainSpec
 
-            train = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("train")
+            run = yaml.safe_load(config.read_text(encoding="utf-8"))
+            train = run.get("train") if isinstance(run, dict) else None
             if not isinstance(train, dict):
                 return None
             return _max_len_value(train.get("max_len", TrainSpec.max_len), config)
