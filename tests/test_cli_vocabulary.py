@@ -37,7 +37,7 @@ def test_base_and_data_are_aliases_of_model_and_tasks(command):
 @pytest.mark.parametrize("command", list(EVALUATING))
 def test_evaluating_commands_share_flags_and_defaults(command):
     args = build_parser().parse_args([*command, *EVALUATING[command], "--model", "tiny", "--threads", "1"])
-    assert args.threads == 1 and args.max_len == 256 and not args.quiet
+    assert args.threads == 1 and args.max_len is None and not args.quiet  # None: from the run record or the data
     if command != ("curve", "fit"):  # the fit's batch is per task per step
         assert args.batch_size == 32 and args.split == "eval" and args.limit is None
         assert args.metric is (command == ("eval",))  # eval scores the metric; sweeps opt in (it generates per point)

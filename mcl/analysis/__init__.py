@@ -8,6 +8,7 @@
 - `plane`: `plane(a, b, c, model, tasks, trajectories=...)` — loss over the plane through three adapters;
   `project`, `snapshot_trajectories` place training trajectories (I-LoRA snapshots) on it
 - `cache`: `PointCache`, the on-disk store of evaluated points
+- `distributed`: `ranks`, `run_shared` — sweeps split their (point, task) units over torchrun processes
 - `plots`: `plot_path`, `plot_barrier_matrix`, `plot_plane` (PNG + HTML; matplotlib and plotly load on first use)
 - `objective`: `TaskObjective`, the train-split loss a curve fit minimises
 """

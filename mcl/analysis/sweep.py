@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from mcl.adapters import AdapterState
 from mcl.analysis.barriers import barriers
 from mcl.analysis.cache import PointCache, model_fingerprint
+from mcl.analysis.distributed import ranks, run_shared
 from mcl.errors import MclError
 from mcl.eval import TaskEvaluator
 from mcl.paths import Binding, InterpolationPath
@@ -35,16 +36,25 @@ class PointJob:
     row: dict[str, Any]
 
 
-def evaluators(tokenizer, tasks: Sequence, split: str = "eval", batch_size: int = 32, max_len: int = 256,
-               limit: int | None = None, text=None) -> list[TaskEvaluator]:
-    """One TaskEvaluator per task (Task objects, names, dirs; `mcl-suite` = all eight) on `split`, first `limit`.
-
-    `text` is the `mcl.data.TextFormat` the examples are encoded and prompted with (default: the ids join).
-    """
+def load_task_list(tasks: Sequence) -> list:
+    """Task objects for Task objects, names and dirs (`mcl-suite` = all eight), in order."""
     from mcl.data.load import load_tasks
 
-    loaded = [x for t in tasks for x in ([t] if hasattr(t, "spec") else load_tasks([t]))]
-    return [TaskEvaluator(tokenizer, t, split, batch_size, max_len, limit, text) for t in loaded]
+    return [x for t in tasks for x in ([t] if hasattr(t, "spec") else load_tasks([t]))]
+
+
+def evaluators(tokenizer, tasks: Sequence, split: str = "eval", batch_size: int = 32,
+               max_len: int | Sequence[int] = 256, limit: int | None = None, text=None) -> list[TaskEvaluator]:
+    """One TaskEvaluator per task (Task objects, names, dirs; `mcl-suite` = all eight) on `split`, first `limit`.
+
+    `max_len` is one length for every task or one per task (after `mcl-suite` is expanded); `text` is the
+    `mcl.data.TextFormat` the examples are encoded and prompted with (default: the ids join).
+    """
+    loaded = load_task_list(tasks)
+    lengths = [max_len] * len(loaded) if isinstance(max_len, int) else list(max_len)
+    if len(lengths) != len(loaded):
+        raise MclError(f"{len(lengths)} max_len values for {len(loaded)} tasks")
+    return [TaskEvaluator(tokenizer, t, split, batch_size, n, limit, text) for t, n in zip(loaded, lengths)]
 
 
 def _task_description(task: TaskEvaluator) -> dict[str, Any]:
@@ -98,42 +108,100 @@ def evaluate_points(
 
     `fingerprint` is the base model's cache identity when the caller already has it (else computed here);
     `per_example` keeps each example's loss sum and token count (columns example_sums, example_counts).
+    Under a launcher with several processes (mcl.analysis.distributed) each process scores every N-th
+    (point, task), or with fewer of those than processes, every N-th example of each (summed per-example
+    parts); every process returns the whole frame, row for row that of one process. It is then a collective
+    call, which every launched process must make.
     """
     cache = _resolve_cache(cache)
     base = (fingerprint or _model_key(model)) if cache else None
     task_desc = [_task_description(t) for t in tasks]
-    rows, computed = [], 0
-    with ExitStack() as stack:
-        live: Binding | None = None
-        bar = tqdm(total=len(jobs) * len(tasks), desc=desc, disable=not progress)
-        stack.callback(bar.close)
-        for job in jobs:
-            applied = False
-            for task, tdesc in zip(tasks, task_desc):
-                key = PointCache.key({"base": base, "point": job.describe, "task": tdesc}) if cache else None
-                record = cache.get(key, task.loss_evaluator.n) if cache else None
-                hit = (record is not None and (not metric or record.get("metric") is not None)
-                       and (not per_example or "example_sums" in record))
-                if not hit:
+    here = ranks()
+    n = len(jobs) * len(tasks)  # (job, task) units, job-major
+    keys = [PointCache.key({"base": base, "point": jobs[u // len(tasks)].describe, "task": task_desc[u % len(tasks)]})
+            if cache else None for u in range(n)]
+    by_examples = 1 < here.world and n < here.world  # too few units to go round: split each one's examples
+    mine = list(range(n)) if by_examples else list(here.share(n))
+    found = {u: _cached(cache, keys[u], tasks[u % len(tasks)], metric, per_example) for u in mine}
+    if by_examples:  # a hit only where every process found the record: the others are scored together
+        seen = run_shared(lambda: [u for u, r in found.items() if r is not None], here)
+        found = {u: r if all(u in s for s in seen) else None for u, r in found.items()}
+
+    def work() -> list[list]:
+        out = []  # by units: [unit, record, hit] for each of this process's units; by examples: [unit, parts] per miss
+        with ExitStack() as stack:
+            live: Binding | None = None
+            applied = None
+            bar = tqdm(total=len(mine), desc=desc, disable=not (progress and here.main))
+            stack.callback(bar.close)
+            for u in mine:
+                job, task = jobs[u // len(tasks)], tasks[u % len(tasks)]
+                if found[u] is not None:
+                    out += [] if by_examples else [[u, found[u], True]]
+                else:
                     if live is None:
                         live = stack.enter_context(bind())
-                    if not applied:
+                    if applied is not job:
                         live.apply(job.state())
-                        applied = True
-                    record = _score(task, live.model, metric, per_example)
-                    if not np.isfinite(record["loss"]):
-                        raise MclError(f"non-finite loss on task {task.task.name} at {job.row}; check the adapters")
-                    computed += 1
-                    if cache:
-                        cache.put(key, record)
-                if not per_example:
-                    record = {k: v for k, v in record.items() if k not in ("example_sums", "example_counts")}
-                rows.append({**job.row, "task": task.task.name, **record, "metric": record["metric"] if metric else None,
-                             "split": task.split, "cached": hit})
+                        applied = job
+                    if by_examples:  # this process's examples: per-example loss sums, token counts and scores
+                        out.append([u, task.sharded(here.rank, here.world).example_parts(live.model, metric).tolist()])
+                    else:
+                        out.append([u, _checked(_score(task, live.model, metric, per_example), task, job), False])
+                        if cache:
+                            cache.put(keys[u], out[-1][1])
                 bar.update()
+        return out
+
+    shared = run_shared(work, here)
+    if by_examples:
+        records = {u: (r, True) for u, r in found.items() if r is not None}
+        for entries in zip(*shared):  # every process scored the same misses, in the same order
+            u, task = entries[0][0], tasks[entries[0][0] % len(tasks)]
+            parts = torch.tensor([parts for _, parts in entries], dtype=torch.float64).sum(0)  # disjoint columns: exact
+            records[u] = (_checked(_from_parts(task, parts, metric, per_example), task, jobs[u // len(tasks)]), False)
+            if cache and here.main:
+                cache.put(keys[u], records[u][0])
+    else:
+        records = {u: (r, hit) for out in shared for u, r, hit in out}
+    rows = []
+    for u in range(n):
+        (record, hit), job, task = records[u], jobs[u // len(tasks)], tasks[u % len(tasks)]
+        if not per_example:
+            record = {k: v for k, v in record.items() if k not in ("example_sums", "example_counts")}
+        rows.append({**job.row, "task": task.task.name, **record, "metric": record["metric"] if metric else None,
+                     "split": task.split, "cached": hit})
     frame = pd.DataFrame(rows)
-    frame.attrs.update(computed=computed, cached=len(rows) - computed)
+    computed = sum(not hit for _, hit in records.values())
+    frame.attrs.update(computed=computed, cached=len(frame) - computed)
     return frame
+
+
+def _cached(cache: PointCache | None, key: str | None, task: TaskEvaluator, metric: bool,
+            per_example: bool) -> dict[str, Any] | None:
+    """The cache's record for `key` when it holds what is asked for (the metric, per-example losses), else None."""
+    record = cache.get(key, task.loss_evaluator.n) if cache else None
+    if record is None or (metric and record.get("metric") is None) or (per_example and "example_sums" not in record):
+        return None
+    return record
+
+
+def _checked(record: dict[str, Any], task: TaskEvaluator, job: PointJob) -> dict[str, Any]:
+    """`record`, unless its loss is not finite (a one-line error)."""
+    if not np.isfinite(record["loss"]):
+        raise MclError(f"non-finite loss on task {task.task.name} at {job.row}; check the adapters")
+    return record
+
+
+def _from_parts(task: TaskEvaluator, parts: torch.Tensor, metric: bool, per_example: bool) -> dict[str, Any]:
+    """The record `_score` gives, from all processes' summed per-example parts (loss sums, counts, scores)."""
+    scores = parts[2].tolist()
+    record = {"loss": float(parts[0].sum() / parts[1].sum().clamp(min=1)),
+              "metric": sum(scores) / len(scores) if metric else None, "metric_name": task.metric.name,
+              "higher_is_better": task.metric.higher_is_better}
+    if per_example:
+        record.update(example_sums=parts[0].tolist(), example_counts=parts[1].tolist())
+    return record
 
 
 def t_grid(points: int | Sequence[float]) -> list[float]:

@@ -132,8 +132,10 @@ def load_model_and_tasks(args: argparse.Namespace, states: Sequence[AdapterState
     model: the modules its config targets there, and their shapes.
     """
     from mcl.adapters.compat import check_fits
-    from mcl.analysis import evaluators
+    from mcl.analysis.sweep import evaluators, load_task_list
+    from mcl.cli.max_len import model_context, task_max_lens
     from mcl.models import load_base
+    from mcl.train.records import recorded_max_len
 
     apply_threads(args)
     names = tasks_of(states, args.tasks)
@@ -141,8 +143,11 @@ def load_model_and_tasks(args: argparse.Namespace, states: Sequence[AdapterState
     for state in [*states, *extra]:
         check_fits(state, model)
     text = text_of(args, [s.meta for s in states])
-    return model, tokenizer, evaluators(tokenizer, names, split or args.split, args.batch_size, args.max_len, args.limit,
-                                        text)
+    split = split or args.split
+    tasks = load_task_list(names)
+    max_lens = task_max_lens(args.max_len, [recorded_max_len(s.path, s.meta) for s in states], tasks, tokenizer,
+                             split, args.limit, text, args.metric, model_context(model))
+    return model, tokenizer, evaluators(tokenizer, tasks, split, args.batch_size, max_lens, args.limit, text)
 
 
 def cache_arg(args: argparse.Namespace) -> bool:
@@ -193,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
     """Sweep the path, print the barrier table, write the outputs (barrier.json last)."""
     from mcl.analysis import AdaptiveSearch, Bootstrap, bootstrap_barriers, path_barriers, plot_path, sweep, t_grid
     from mcl.analysis.bootstrap import with_bands
+    from mcl.analysis.distributed import ranks
     from mcl.io import staged_outputs, write_json_atomic
     from mcl.paths import align, get_space, make_path, path_class
 
@@ -213,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
     evaluated = sorted(set(frame["t"]))
     result = {"a": args.a, "b": args.b, "base": base_of([a, b], args.model), "path": path.name, "space": space.name,
               "controls": [c.label for c in controls], "align": args.align, "split": args.split, "points": evaluated,
-              "tasks": path_barriers(frame)}
+              "max_len": {t.task.name: t.max_len for t in tasks}, "tasks": path_barriers(frame)}
     if settings:
         cis = bootstrap_barriers(frame, settings)
         for task, ci in cis.items():
@@ -226,6 +232,8 @@ def run(args: argparse.Namespace) -> int:
         grid = points if isinstance(points, list) else DEFAULT_POINTS
         attribution = attribute(path, model, tasks, args.attribute, args.hold, grid, cache_arg(args), args.merge)
         result["attribution"] = {"by": args.attribute, "hold": args.hold, "rows": attribution.to_dict("records")}
+    if not ranks().main:  # the other processes shared the work; the main one prints and writes
+        return 0
     how = str(len(evaluated))
     if args.points == "auto":
         result["adaptive"] = {**vars(points), "evaluated": {k: len(v["t"]) for k, v in result["tasks"].items()}}

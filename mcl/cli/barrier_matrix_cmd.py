@@ -38,6 +38,7 @@ def checkpoint_dirs(paths: list[str], learner: str) -> list[Path]:
 def _matrix(args: argparse.Namespace) -> int:
     from mcl.adapters import read_adapter
     from mcl.analysis import barrier_matrix, plot_barrier_matrix, t_grid
+    from mcl.analysis.distributed import ranks
     from mcl.io import check_output, staged_outputs, write_json_atomic
     from mcl.lock import hold_output
     from mcl.paths import get_space
@@ -66,6 +67,8 @@ def _matrix(args: argparse.Namespace) -> int:
     model, _, tasks = load_model_and_tasks(args, states)
     bm = barrier_matrix(states, model, tasks, points, space.name, args.metric, cache_arg(args), labels,
                         progress=not args.quiet)
+    if not ranks().main:  # the other processes shared the work; the main one prints and writes
+        return 0
     loss = bm.barriers[bm.barriers.measure == "loss"]
     print(f"linear-path loss barriers (max_minus_linear, {space.name} space, {len(points)} points)")
     print(loss.pivot_table(index=["a", "b"], columns="task", values="max_minus_linear", sort=False)
@@ -79,7 +82,8 @@ def _matrix(args: argparse.Namespace) -> int:
                                 measure="metric")
         write_json_atomic(stage / "barrier_matrix.json", {
             "checkpoints": [str(d) for d in dirs], "labels": labels, "space": space.name, "points": points,
-            "split": args.split, "barriers": bm.barriers.to_dict(orient="records"),
+            "split": args.split, "max_len": {t.task.name: t.max_len for t in tasks},
+            "barriers": bm.barriers.to_dict(orient="records"),
         })
     print(f"wrote {out}/barrier_matrix.json, barriers.csv, curves.csv, barrier_matrix.png, barrier_matrix.html")
     return 0

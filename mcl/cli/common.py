@@ -15,7 +15,6 @@ from typing import Iterator
 
 DEFAULT_POINTS = 11  # t values 0, 0.1, ..., 1: the midpoint is always on the grid
 DEFAULT_BATCH_SIZE = 32
-DEFAULT_MAX_LEN = 256
 
 REGISTRIES = {  # kind -> (module, registry attribute)
     "spaces": ("mcl.paths.spaces", "SPACES"),
@@ -92,8 +91,10 @@ def add_batch_arguments(p: argparse.ArgumentParser, batch_size: int = DEFAULT_BA
                         batch_help: str = "examples per batch") -> None:
     """`--batch-size` and `--max-len`."""
     p.add_argument("--batch-size", type=int, default=batch_size, metavar="N", help=f"{batch_help} (default {batch_size})")
-    p.add_argument("--max-len", type=int, default=DEFAULT_MAX_LEN, metavar="N",
-                   help=f"max tokens per example, prompts cut on the left (default {DEFAULT_MAX_LEN})")
+    p.add_argument("--max-len", type=int, metavar="N",
+                   help="max tokens per example, prompts cut on the left (default: the max_len the checkpoints were "
+                        "trained with, else the longest example, or prompt + max_new_tokens when generating; "
+                        "any cut is reported with its count)")
 
 
 def add_threads_argument(p: argparse.ArgumentParser) -> None:

@@ -23,14 +23,16 @@ def _fit(args: argparse.Namespace) -> int:
     from mcl.adapters import read_adapter
     from mcl.adapters.compat import check_fits
     from mcl.analysis.objective import TaskObjective
+    from mcl.cli.max_len import model_context, task_max_lens
     from mcl.data.load import load_tasks
     from mcl.io import check_output
     from mcl.lock import hold_output
     from mcl.models import load_base
     from mcl.paths.fit import FitConfig, fit_curve
+    from mcl.train.records import recorded_max_len
 
     for name in ("steps", "batch_size", "max_len", "controls", "checkpoint_every"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise MclError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if not (args.lr > 0 and math.isfinite(args.lr)) or not (args.weight_decay >= 0 and math.isfinite(args.weight_decay)):
         raise MclError(f"--lr must be > 0 and --weight-decay >= 0 (got {args.lr}, {args.weight_decay})")
@@ -47,8 +49,10 @@ def _fit(args: argparse.Namespace) -> int:
     model, tokenizer = load_base(base_of([a, b], args.model), **model_kwargs(args))
     for state in (a, b):
         check_fits(state, model)
-    objective = TaskObjective(tokenizer, tasks, "train", args.batch_size, args.max_len, args.seed,
-                              text_of(args, [a.meta, b.meta]))
+    text = text_of(args, [a.meta, b.meta])
+    max_len = max(task_max_lens(args.max_len, [recorded_max_len(s.path, s.meta) for s in (a, b)], tasks, tokenizer,
+                                "train", None, text, False, model_context(model)))
+    objective = TaskObjective(tokenizer, tasks, "train", args.batch_size, max_len, args.seed, text)
     _, history = fit_curve(a, b, model, objective.loss, config, Path(args.out), progress=not args.quiet)
     tail = history[-min(20, len(history)):]
     print(f"fitted {args.path} ({args.space}, {args.controls} control point(s)) in {len(history)} steps; "

@@ -28,5 +28,10 @@ def resolve_device(name: str | None) -> str:
 
 
 def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """`load_base` keyword arguments (device, dtype) from parsed `--device` / `--dtype`."""
-    return {"device": resolve_device(args.device), "dtype": args.dtype or "fp32"}
+    """`load_base` keyword arguments (device, dtype) from parsed `--device` / `--dtype`.
+
+    Under a launcher with several processes, a plain `cuda` is this process's GPU (`cuda:LOCAL_RANK`).
+    """
+    from mcl.analysis.distributed import rank_device
+
+    return {"device": resolve_device(rank_device(args.device or resolve_device(None))), "dtype": args.dtype or "fp32"}

@@ -1,7 +1,9 @@
 """`mcl eval --model M [--adapter DIR] --tasks T ... [--split eval|test] [--out FILE.json]`: score a model.
 
 The text format (`--separator`, `--chat-template`, `--bos`) defaults to the one the adapter's mcl.json
-records, else the ids join.
+records, else the ids join; `max_len` to the adapter's training run, else the data (mcl.cli.max_len).
+Under torchrun or `accelerate launch` each process scores every N-th example of each task and the main
+process writes the one result (mcl.analysis.distributed).
 """
 
 from __future__ import annotations
@@ -65,11 +67,13 @@ def predictions_dir(out: str) -> Path:
 def _eval(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
+    from mcl.analysis.distributed import ranks
+    from mcl.cli.max_len import model_context, task_max_lens
     from mcl.data.load import load_tasks
     from mcl.eval.evaluate import TaskEvaluator, check_eval_settings
     from mcl.io import check_output, staged_outputs, write_json_atomic
     from mcl.lock import hold_output
-    from mcl.train.records import write_predictions
+    from mcl.train.records import recorded_max_len, write_predictions
 
     check_eval_settings(args.batch_size, args.max_len, args.limit)
     if args.threads is not None and args.threads < 1:
@@ -78,29 +82,58 @@ def _eval(args: argparse.Namespace) -> int:
         check_output(args.out, "file")
         hold_output(args.out, f"--out {args.out}")  # one writer for FILE and FILE-predictions/
     apply_threads(args)
+    here = ranks()
     tasks = load_tasks(args.tasks)
     model, tokenizer = load_model(args.model, args.adapter, **model_kwargs(args))
-    text = text_of(args, [_sidecar(args.adapter)] if args.adapter else [])
+    meta = _sidecar(args.adapter) if args.adapter else {}
+    text = text_of(args, [meta] if args.adapter else [])
+    recorded = [recorded_max_len(args.adapter, meta)] if args.adapter else []
+    max_lens = task_max_lens(args.max_len, recorded, tasks, tokenizer, args.split, args.limit, text, args.metric,
+                             model_context(model))
     rows = []
     out, preds = (Path(args.out), predictions_dir(args.out)) if args.out else (None, None)
     # FILE and FILE-predictions/ are swapped in together: an earlier run's predictions never stay beside new results
-    with staged_outputs(out.parent, out.name, (out.name, preds.name)) if out else nullcontext() as stage:
-        bar = tqdm(tasks, desc="eval", unit="task", disable=args.quiet)
-        for task in bar:
+    with staged_outputs(out.parent, out.name, (out.name, preds.name)) if out and here.main else nullcontext() as stage:
+        bar = tqdm(list(zip(tasks, max_lens)), desc="eval", unit="task", disable=args.quiet or not here.main)
+        for task, max_len in bar:
             bar.set_postfix_str(task.name)
-            records: list[dict] = []
-            evaluator = TaskEvaluator(tokenizer, task, args.split, args.batch_size, args.max_len, args.limit, text)
-            rows.append(evaluator.evaluate(model, args.metric, records))
-            if not math.isfinite(rows[-1]["loss"]):
+            evaluator = TaskEvaluator(tokenizer, task, args.split, args.batch_size, max_len, args.limit, text,
+                                      shard=(here.rank, here.world))
+            row, records = _score_shared(evaluator, model, args.metric, here)
+            rows.append({**row, "max_len": max_len})
+            if not math.isfinite(row["loss"]):
                 raise MclError(f"non-finite loss on task {task.name}: check the model and adapter weights")
             if stage and records:
                 write_predictions(stage / preds.name / f"{args.split}-{task.name}.jsonl", records)
+        if not here.main:  # the other processes scored their shards; the main one prints and writes
+            return 0
         print(format_table(rows))
         if stage:
-            result = {"model": args.model, "adapter": args.adapter, "split": args.split, "max_len": args.max_len,
-                      "text": text.describe(), "results": rows}
+            common = {r["max_len"] for r in rows}
+            result = {"model": args.model, "adapter": args.adapter, "split": args.split,
+                      "max_len": common.pop() if len(common) == 1 else None, "text": text.describe(), "results": rows}
             write_json_atomic(stage / out.name, result)
     return 0
+
+
+def _score_shared(evaluator, model, generate: bool, here) -> tuple[dict, list[dict]]:
+    """One task's row and generations, each process scoring its shard of the examples (all of them alone)."""
+    import torch
+
+    from mcl.analysis.distributed import run_shared
+
+    def work() -> tuple[list, list[dict]]:
+        records: list[dict] = []
+        return evaluator.example_parts(model, generate, records).tolist(), records
+
+    shared = run_shared(work, here)
+    parts = torch.tensor([p for p, _ in shared], dtype=torch.float64).sum(0)  # one shard's column each: exact
+    if not parts[1].sum():
+        raise MclError(f"task {evaluator.task.name} ({evaluator.split} split): no answer token fits max_len "
+                       f"{evaluator.max_len}; nothing to evaluate (raise --max-len)")
+    n = len(evaluator.examples)
+    records = [shared[i % here.world][1][i // here.world] for i in range(n)] if shared[0][1] else []
+    return evaluator.summarize(parts, generate), records
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

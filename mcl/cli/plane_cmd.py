@@ -22,6 +22,7 @@ PLANE_FILES = ("plane.json", "plane.csv", "plane.png", "plane.html", "trajectori
 def _plane(args: argparse.Namespace) -> int:
     from mcl.adapters import read_adapter
     from mcl.analysis import plane, plot_plane, snapshot_trajectories
+    from mcl.analysis.distributed import ranks
     from mcl.io import staged_outputs, write_json_atomic
     from mcl.paths import get_space, make_path
 
@@ -42,6 +43,8 @@ def _plane(args: argparse.Namespace) -> int:
                                            extra=[n for _, nodes in (traj or {}).values() for n in nodes])
     pl = plane(a, b, c, model, tasks, args.grid, args.margin, space, drawn, args.metric, cache_arg(args),
                progress=not args.quiet, trajectories=traj)
+    if not ranks().main:  # the other processes shared the work; the main one prints and writes
+        return 0
     summary = pl.frame.groupby("task")["loss"].agg(["min", "max"])
     print(f"plane through {args.a}, {args.b}, {args.c} ({space.name} space, {args.grid}x{args.grid} grid)")
     print(summary.to_string(float_format=lambda x: f"{x:.4f}"))
@@ -56,7 +59,8 @@ def _plane(args: argparse.Namespace) -> int:
         plot_plane(pl, stage / "plane.png", stage / "plane.html")
         write_json_atomic(stage / "plane.json", {
             "a": args.a, "b": args.b, "c": args.c, "space": space.name, "grid": args.grid, "margin": args.margin,
-            "anchors": pl.anchors, "drawn": args.draw, "split": args.split, "tasks": sorted(set(pl.frame.task)),
+            "anchors": pl.anchors, "drawn": args.draw, "split": args.split,
+            "max_len": {t.task.name: t.max_len for t in tasks}, "tasks": sorted(set(pl.frame.task)),
             "curve": None if pl.curve is None else pl.curve.to_dict(orient="list"), "snapshots": args.snapshots,
             "trajectories": {name: t.to_dict(orient="list") for name, t in pl.trajectories.items()},
         })

@@ -47,9 +47,17 @@ class TaskEvaluator:
                                             self.text)
         if not self.examples:
             raise MclError(f"task {task.name} ({split} split): no examples to evaluate")
+        self._shards: dict[tuple[int, int], TaskEvaluator] = {}
         if world == 1 and not self.loss_evaluator.n_tokens:
             raise MclError(f"task {task.name} ({split} split): no answer token fits max_len {max_len}; "
                            "nothing to evaluate (raise --max-len)")
+
+    def sharded(self, rank: int, world: int) -> "TaskEvaluator":
+        """The evaluator of shard (rank, world) of this split's examples (prepared on first use, then kept)."""
+        if (rank, world) not in self._shards:
+            self._shards[rank, world] = TaskEvaluator(self.tokenizer, self.task, self.split, self.batch_size,
+                                                      self.max_len, len(self.examples), self.text, (rank, world))
+        return self._shards[rank, world]
 
     def predictions(self, model) -> list[str]:
         """Greedy answers of `model` to every prompt of the split (of this shard)."""

@@ -62,6 +62,24 @@ def check_batch_memory(model_config, data: list[TaskData], spec, act_bytes: int,
                        f"train.grad_accum to keep the global batch")
 
 
+def length_warnings(tasks: list[Task], tokenizer, max_len: int, text: TextFormat | None, eval_spec) -> list[str]:
+    """What a run's `max_len` cuts: one line per task and split that it cuts (train, and the scored eval split).
+
+    The eval split counts generation prompts too when the run generates; a max_len that leaves no room for a
+    prompt before `max_new_tokens` there is a MclError.
+    """
+    from mcl.eval.lengths import TaskLengths
+
+    said = []
+    for t in tasks:
+        for split, examples, generate in (("train", t.split("train"), False),
+                                          (eval_spec.split, t.split(eval_spec.split)[:eval_spec.max_examples],
+                                           eval_spec.generate)):
+            lengths = TaskLengths.measure(tokenizer, t.name, examples, t.spec.max_new_tokens, text)
+            said.append(lengths.cuts(max_len, generate, split))
+    return [f"{line} (train.max_len)" for line in said if line]
+
+
 @lru_cache(maxsize=8)
 def _order(n: int, seed: int, phase: int, epoch: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed * 1_000_003 + phase * 10_007 + epoch)

@@ -40,7 +40,7 @@ from mcl.lock import OutputLock
 from mcl.models.device import device_memory_bytes
 from mcl.train.config import RunConfig
 from mcl.train.losses import mean_ce, to_device
-from mcl.train.data import (TaskData, check_batch_memory, encode_tasks, label_tokens, make_batch,
+from mcl.train.data import (TaskData, check_batch_memory, encode_tasks, label_tokens, length_warnings, make_batch,
                             step_label_tokens)
 from mcl.train.methods import METHODS, Context
 from mcl.train.records import TrainLog, write_example_scores, write_predictions
@@ -280,6 +280,8 @@ def _train(cfg: RunConfig, progress_bar: bool, stop_at: tuple[int, int] | None, 
     data: list[TaskData] = encode_tasks(tasks, tokenizer, cfg.train.max_len, cfg.text)
     act_bytes = 4 if cfg.model_dtype == "fp32" and cfg.train.mixed_precision == "no" else 2
     check_batch_memory(base.config, data, cfg.train, act_bytes, device_memory_bytes(accelerator.device))
+    for line in length_warnings(tasks, tokenizer, cfg.train.max_len, cfg.text, cfg.eval):
+        accelerator.print(f"warning: {line}")
     method_cls = METHODS[cfg.method]
     ctx = Context(model=None, tokenizer=tokenizer, accelerator=accelerator, config=cfg, tasks=names,
                   train_data=data, loss_fn=mean_ce, run_dir=run_dir)
@@ -385,6 +387,7 @@ def _train(cfg: RunConfig, progress_bar: bool, stop_at: tuple[int, int] | None, 
         if main:
             method.save_task(run_dir / "tasks" / f"{phase}-{name}", {"task": name, "phase": phase, "method": cfg.method,
                                                                      "step": total, "run": run_dir.name,
+                                                                     "max_len": cfg.train.max_len,
                                                                      "tasks": [task_record(tasks[i]) for i in task_ids],
                                                                      **text_meta(cfg.text)})
         scores = {view: {} for view in method.views}

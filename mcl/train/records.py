@@ -6,6 +6,8 @@ drops the rows after its checkpoint and continues. `predictions/<phase>-<task>.j
 {prompt, answer, generation, score} per scored example, so a score of 0.000 can be read, not guessed.
 `metrics/examples/phase-<k>.csv.gz` holds every view's per-example loss sum, label-token count and
 metric score of every task after phase k (all processes' shards): paired tests over examples read it.
+`recorded_max_len` reads back the `max_len` a checkpoint was trained with (its mcl.json, else its run's
+config.yaml), so analysis of a run scores the same tokens the run did.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ import gzip
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from mcl.errors import MclError
 from mcl.io import atomic_path, naming, write_text_atomic
 
 BASE_COLUMNS = ["phase", "step", "lr", "loss"]
@@ -27,6 +31,37 @@ def task_dirs(run_dir: str | Path) -> list[Path]:
     """A run's per-task checkpoint dirs `tasks/<k>-<task>/` in task order (k as a number: 10 follows 9)."""
     dirs = [d for d in (Path(run_dir) / "tasks").iterdir() if d.is_dir() and d.name.split("-", 1)[0].isdigit()]
     return sorted(dirs, key=lambda d: int(d.name.split("-", 1)[0]))
+
+
+def _max_len_value(value: Any, where: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise MclError(f"{where}: max_len must be an integer >= 1, got {value!r}")
+    return value
+
+
+def recorded_max_len(adapter_dir: str | Path | None, meta: dict[str, Any]) -> int | None:
+    """The max_len a checkpoint was trained with, or None when nothing records it.
+
+    Its mcl.json's `max_len` first, else `train.max_len` in the config.yaml of the run dir it sits in
+    (`<run>/tasks/<k>-<task>[/<learner>]`).
+    """
+    if meta.get("max_len") is not None:
+        return _max_len_value(meta["max_len"], Path(adapter_dir or ".") / "mcl.json")
+    if adapter_dir is None:
+        return None
+    for d in list(Path(adapter_dir).resolve().parents)[:2]:  # tasks/ is the parent or the grandparent
+        config = d.parent / "config.yaml"
+        if d.name == "tasks" and config.is_file():
+            import yaml
+
+            from mcl.train.config import TrainSpec
+
+            run = yaml.safe_load(config.read_text(encoding="utf-8"))
+            train = run.get("train") if isinstance(run, dict) else None
+            if not isinstance(train, dict):
+                return None
+            return _max_len_value(train.get("max_len", TrainSpec.max_len), config)
+    return None
 
 
 class TrainLog:
