@@ -8,12 +8,13 @@ dir and a state taken from a live model line up key for key.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from mcl.errors import MclError
+from mcl.fields import documented
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -22,12 +23,15 @@ ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "d
 class LoraSpec:
     """LoRA hyper-parameters (defaults measured on the tiny model, see README)."""
 
-    r: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
-    target_modules: list[str] = field(default_factory=lambda: list(ALL_LINEAR))
-    use_rslora: bool = False
-    use_dora: bool = False
+    r: int = documented(8, "LoRA rank")
+    alpha: float = documented(16.0, "LoRA alpha (PEFT's lora_alpha): the update is scaled by alpha/r (alpha/sqrt(r) "
+                                    "with rsLoRA)")
+    dropout: float = documented(0.0, "dropout on the LoRA input (PEFT's lora_dropout), in [0, 1)")
+    target_modules: list[str] = documented(
+        help="linear layers to adapt, by last name; `all-linear` (PEFT's keyword): every linear layer but the "
+             "output head", default_factory=lambda: list(ALL_LINEAR))
+    use_rslora: bool = documented(False, "rank-stabilised LoRA: scale alpha/sqrt(r)")
+    use_dora: bool = documented(False, "DoRA: weight-decomposed LoRA (a learned magnitude per output feature)")
 
     def to_peft(self) -> LoraConfig:
         """The equivalent `peft.LoraConfig` for a causal LM."""
@@ -35,7 +39,7 @@ class LoraSpec:
             r=self.r,
             lora_alpha=self.alpha,
             lora_dropout=self.dropout,
-            target_modules=list(self.target_modules),
+            target_modules=self.target_modules if isinstance(self.target_modules, str) else list(self.target_modules),
             use_rslora=self.use_rslora,
             use_dora=self.use_dora,
             task_type="CAUSAL_LM",

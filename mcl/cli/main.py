@@ -60,7 +60,10 @@ def run_cli(build: Callable[[], argparse.ArgumentParser], argv: list[str] | None
 
 def build_parser() -> argparse.ArgumentParser:
     """The `mcl` parser with every registered subcommand."""
+    from mcl import __version__
+
     parser = argparse.ArgumentParser(prog="mcl", description="Mode connectivity and continual LoRA training.")
+    parser.add_argument("--version", action="version", version=f"mcl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in SUBCOMMANDS:
         try:

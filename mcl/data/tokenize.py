@@ -27,6 +27,7 @@ import torch
 
 from mcl.data.task import Example
 from mcl.errors import MclError
+from mcl.fields import documented
 
 IGNORE = -100
 BOS_POLICIES = ("auto", "always", "never")
@@ -36,9 +37,12 @@ BOS_POLICIES = ("auto", "always", "never")
 class TextFormat:
     """How prompt and answer are joined into tokens (config key `text`; the default is the ids join)."""
 
-    separator: str | None = None  # None: tokenise apart, join ids; a string: join the text with it
-    chat_template: bool = False  # render with the tokenizer's chat template (user → assistant)
-    bos: str = "auto"  # auto | always | never
+    separator: str | None = documented(None, "null: tokenise prompt and answer apart and join the ids; a string: "
+                                              "join the texts with it and tokenise once")
+    chat_template: bool = documented(False, "render prompt and answer with the tokenizer's chat template (user → "
+                                            "assistant turn)")
+    bos: str = documented("auto", "leading bos token: auto (the tokenizer's, unless it is a chat role marker) | "
+                                  "always | never")
 
     def check(self) -> "TextFormat":
         """Raise MclError on an invalid combination; return self."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import yaml
 from mcl.adapters import LoraSpec
 from mcl.data.tokenize import TextFormat
 from mcl.errors import MclError
+from mcl.fields import documented
 from mcl.io import check_name, sha256_json
 
 
@@ -29,22 +30,28 @@ class TrainSpec:
     when set it replaces `steps_per_task` with ceil(epochs × train examples / (batch_size × grad_accum)).
     """
 
-    steps_per_task: int = 200
-    epochs_per_task: Any = None  # None | number | list of numbers, one per task
-    batch_size: int = 16
-    grad_accum: int = 1
-    lr: float = 1e-3
-    lr_schedule: str = "cosine"  # cosine (to 10 % of lr at the end of each phase) | constant, after the linear warm-up
-    warmup: int = 20
-    weight_decay: float = 0.0
-    max_len: int = 256
-    max_grad_norm: float = 1.0
-    mixed_precision: str = "no"  # no | bf16 | fp16 (GPU)
-    gradient_checkpointing: bool = False  # recompute decoder activations in backward (less memory, ~1.3x time)
-    checkpoint_every: int = 50
-    log_every: int = 10  # steps between loss reads (progress bar, NaN check, train_log.csv row): each is a host sync
-    seed: int = 0
-    log_with: str = ""  # "" | tensorboard | wandb (accelerate trackers; not part of the run hash)
+    steps_per_task: int = documented(200, "optimizer steps per task (HF's max_steps counts the whole run; "
+                                          "here each task gets this many)")
+    epochs_per_task: Any = documented(None, "null, a number, or a list with one per task: train by epochs instead "
+                                            "(replaces steps_per_task)")
+    batch_size: int = documented(16, "examples per micro-batch per process (HF's per_device_train_batch_size)")
+    grad_accum: int = documented(1, "micro-batches per optimizer step (HF's gradient_accumulation_steps)")
+    lr: float = documented(1e-3, "peak learning rate of AdamW (HF's learning_rate)")
+    lr_schedule: str = documented("cosine", "after the warm-up: cosine (to 10% of lr at the end of each task) | "
+                                            "constant")
+    warmup: int = documented(20, "linear warm-up steps at the start of each task, then the lr_schedule")
+    weight_decay: float = documented(0.0, "AdamW weight decay")
+    max_len: int = documented(256, "max tokens per training example; prompts are cut on the left")
+    max_grad_norm: float = documented(1.0, "gradient clipping norm")
+    mixed_precision: str = documented("no", "no | bf16 | fp16 (GPU): autocast of the forward pass")
+    gradient_checkpointing: bool = documented(False, "recompute decoder activations in backward (less memory, "
+                                                     "~1.3x time)")
+    checkpoint_every: int = documented(50, "steps between resume checkpoints (state/)")
+    log_every: int = documented(10, "steps between loss reads (progress bar, NaN check, train_log.csv row, tracker); "
+                                    "each is a host sync; not part of the run hash")
+    seed: int = documented(0, "seed of LoRA init, data order and dropout")
+    log_with: str = documented("", "\"\" | tensorboard | wandb: an accelerate tracker, writing to <run>/logs; not part "
+                                   "of the run hash")
 
     def epochs(self, n_tasks: int) -> list[float] | None:
         """Epochs per task (None: train by `steps_per_task`); MclError when the list does not fit the tasks."""
@@ -70,10 +77,10 @@ class TrainSpec:
 class EvalSpec:
     """What is measured after each task (R matrix)."""
 
-    split: str = "eval"
-    max_examples: int = 200
-    batch_size: int = 32
-    generate: bool = True
+    split: str = documented("eval", "split scored after each task: train | eval | test")
+    max_examples: int = documented(200, "examples scored per task (the first N of the split)")
+    batch_size: int = documented(32, "examples per evaluation batch (does not change results)")
+    generate: bool = documented(True, "also score the task metric on greedy generations (else the loss only)")
 
 
 BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
@@ -87,18 +94,23 @@ ADDED_KEYS: dict[tuple[str, ...], Any] = {
 class RunConfig:
     """A continual-learning run: base model, LoRA, task order, method and its parameters."""
 
-    name: str = "run"
-    model: str = "tiny"
-    model_dtype: str = "fp32"  # fp32 | bf16 | fp16: base weights only; LoRA, optimizer state, slow learner stay fp32
-    tasks: list[str] = field(default_factory=lambda: ["topic", "stance", "arith"])
-    method: str = "seq"
-    method_args: dict[str, Any] = field(default_factory=dict)
-    lora: LoraSpec = field(default_factory=LoraSpec)
-    train: TrainSpec = field(default_factory=TrainSpec)
-    eval: EvalSpec = field(default_factory=EvalSpec)
-    text: TextFormat = field(default_factory=TextFormat)
-    data_seed: int = 0
-    runs_dir: str = "runs"
+    name: str = documented("run", "run name: the run dir is <runs_dir>/<name>-<hash>")
+    model: str = documented("tiny", "base model: a named model (tiny, smollm2), an HF dir or a hub id")
+    model_dtype: str = documented("fp32", "fp32 | bf16 | fp16: base weights only; LoRA, optimizer state and the slow "
+                                          "learner stay fp32")
+    tasks: list[str] = documented(help="task order: built-in task names, `mcl-suite` or task dirs",
+                                  default_factory=lambda: ["topic", "stance", "arith"])
+    method: str = documented("seq", "continual-learning method: seq, er, ewc, agem, mtl, one, olora, ilora, ... "
+                                    "(`mcl list` names them all)")
+    method_args: dict[str, Any] = documented(help="the method's own parameters (see the method's class in "
+                                                  "mcl/train/methods/)", default_factory=dict)
+    lora: LoraSpec = documented(help="LoRA settings", default_factory=LoraSpec)
+    train: TrainSpec = documented(help="optimisation settings", default_factory=TrainSpec)
+    eval: EvalSpec = documented(help="what is scored after each task (the R matrix)", default_factory=EvalSpec)
+    text: TextFormat = documented(help="how prompt and answer become tokens", default_factory=TextFormat)
+    data_seed: int = documented(0, "unused by the loop (data order and replay follow train.seed); kept in run "
+                                   "hashes")
+    runs_dir: str = documented("runs", "where run dirs go; not part of the run hash")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict."""
@@ -130,6 +142,55 @@ class RunConfig:
         return Path(self.runs_dir) / f"{self.name}-{self.run_hash(data_hashes)}"
 
 
+# Hugging Face / PEFT names accepted for mcl's keys, at the top level or in their section; they are resolved to
+# the canonical key before anything is hashed, so a run named either way has one hash
+ALIASES: dict[str, str] = {
+    "learning_rate": "train.lr",
+    "per_device_train_batch_size": "train.batch_size",
+    "gradient_accumulation_steps": "train.grad_accum",
+    "max_steps": "train.steps_per_task",
+    "num_train_epochs": "train.epochs_per_task",
+    "warmup_steps": "train.warmup",
+    "lora_alpha": "lora.alpha",
+    "lora_dropout": "lora.dropout",
+}
+ALL_LINEAR_KEYWORD = "all-linear"  # PEFT's target_modules keyword: every linear layer but the output head
+
+
+def resolve_aliases(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` with every alias (top level or in its section) moved to its canonical key; MclError when both are set."""
+    for alias, canonical in ALIASES.items():
+        section, key = canonical.split(".")
+        for node, where in ((data, alias), (data.get(section), f"{section}.{alias}")):
+            if not isinstance(node, dict) or alias not in node:
+                continue
+            value = node.pop(alias)
+            target = data.setdefault(section, {})
+            if not isinstance(target, dict):
+                raise MclError(f"config key {section!r} must be a mapping")
+            if key in target:
+                raise MclError(f"config keys {where} and {canonical} are the same setting ({where} is Hugging Face's "
+                               f"name); set one")
+            target[key] = value
+    return data
+
+
+def canonical_key(dotted: str) -> str:
+    """The mcl key a dotted override names: `learning_rate` and `train.learning_rate` → `train.lr`."""
+    section, _, key = dotted.rpartition(".")
+    canonical = ALIASES.get(key, "")
+    return canonical if canonical and section in ("", canonical.split(".")[0]) else dotted
+
+
+def _canonical_values(cfg: "RunConfig") -> None:
+    """Spellings of one value made one: `target_modules: all-linear` (a string or a one-item list) → "all-linear"."""
+    targets = cfg.lora.target_modules
+    if isinstance(targets, list) and ALL_LINEAR_KEYWORD in targets:
+        if len(targets) > 1:
+            raise MclError(f"lora.target_modules: {ALL_LINEAR_KEYWORD} stands alone (got {targets})")
+        cfg.lora.target_modules = ALL_LINEAR_KEYWORD
+
+
 def _coerce(value: Any, target: Any, key: str) -> Any:
     if isinstance(target, bool):
         if isinstance(value, str) and value.lower() in BOOL_WORDS:
@@ -156,6 +217,8 @@ def _coerce(value: Any, target: Any, key: str) -> Any:
             return [float(v) if "." in v else int(v) for v in value.split(",") if v]
         except ValueError:
             raise MclError(f"config key {key}: expected numbers, got {value!r}") from None
+    if isinstance(target, (list, str)) and key == "lora.target_modules":
+        target = []
     if isinstance(target, list):
         if isinstance(value, str):
             value = [v for v in value.split(",") if v]
@@ -288,7 +351,10 @@ def _check_tracker(name: str) -> None:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None, **kwargs: Any) -> RunConfig:
-    """Build a RunConfig from a YAML file, `key=value` overrides (dotted keys) and keyword args."""
+    """Build a RunConfig from a YAML file, `key=value` overrides (dotted keys) and keyword args.
+
+    Hugging Face's names (`ALIASES`, e.g. learning_rate, lora_alpha) are accepted for mcl's keys.
+    """
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -302,15 +368,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise MclError(f"{path}: malformed YAML ({str(e).splitlines()[0]})") from None
         if not isinstance(data, dict):
             raise MclError(f"{path}: top level must be a mapping")
+    data = resolve_aliases(data)
     for item in overrides or []:
         key, sep, value = item.lstrip("-").partition("=")
         if not sep:
             raise MclError(f"override {item!r} must look like key=value")
-        _set_dotted(data, key, yaml.safe_load(value) if value else value)
+        _set_dotted(data, canonical_key(key), yaml.safe_load(value) if value else value)
     for key, value in kwargs.items():
-        _set_dotted(data, key, value)
+        _set_dotted(data, canonical_key(key), value)
     cfg = RunConfig()
     _update(cfg, data)
+    _canonical_values(cfg)
     validate(cfg)
     return cfg
 
@@ -319,4 +387,5 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
     """Rebuild a RunConfig from `to_dict()` output (e.g. a saved config.yaml)."""
     cfg = RunConfig()
     _update(cfg, json.loads(json.dumps(data)))
+    _canonical_values(cfg)
     return cfg

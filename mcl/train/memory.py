@@ -61,7 +61,8 @@ class Shape:
     def lora_params(self, lora: LoraSpec) -> int:
         """Parameters of one LoRA adapter: r·(in + out) per targeted module per layer."""
         dims = self.module_dims()
-        return self.layers * sum(lora.r * sum(dims[m]) for m in lora.target_modules if m in dims)
+        targets = dims if lora.target_modules == "all-linear" else lora.target_modules  # PEFT's keyword
+        return self.layers * sum(lora.r * sum(dims[m]) for m in targets if m in dims)
 
 
 @dataclass
