@@ -1,12 +1,25 @@
-"""LoRA state: wrap a base model, load/save PEFT dirs, compatibility checks, in-place apply."""
+"""LoRA state: wrap a base model, load/save PEFT dirs, compatibility checks, in-place apply.
 
-from mcl.adapters.compat import check_compatible
-from mcl.adapters.io import AdapterState, read_adapter, save_adapter, scaling, write_adapter_dir
-from mcl.adapters.lora import (ALL_LINEAR, LoraSpec, add_lora, check_targets, get_state, linear_module_names,
-                               lora_parameters, set_state)
+Names load on first use (PEP 562), so `LoraSpec` and reading an adapter's config need neither peft nor
+transformers.
+"""
 
-__all__ = [
-    "ALL_LINEAR", "AdapterState", "LoraSpec", "add_lora", "check_compatible", "check_targets", "get_state",
-    "linear_module_names",
-    "lora_parameters", "read_adapter", "save_adapter", "scaling", "set_state", "write_adapter_dir",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ALL_LINEAR": "spec", "LoraSpec": "spec",
+    "check_compatible": "compat",
+    "AdapterState": "io", "read_adapter": "io", "save_adapter": "io", "scaling": "io", "write_adapter_dir": "io",
+    "add_lora": "lora", "check_targets": "lora", "get_state": "lora", "linear_module_names": "lora",
+    "lora_parameters": "lora", "set_state": "lora",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'mcl.adapters' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"mcl.adapters.{_EXPORTS[name]}"), name)

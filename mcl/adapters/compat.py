@@ -16,12 +16,13 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from types import SimpleNamespace
-from typing import Callable, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from mcl.adapters.io import AdapterState
 from mcl.errors import MclError
+
+if TYPE_CHECKING:  # checks on configs and shapes need no torch (mcl adapters check reads headers)
+    import torch
 
 PREFIX = "base_model.model."  # PEFT's prefix of saved keys
 FACTOR_PARTS = {  # saved-key suffix -> part of a LoRA module
@@ -102,6 +103,8 @@ def check_structure(state: AdapterState) -> None:
 
 def _dims(layer: torch.nn.Module) -> tuple[int, int] | None:
     """(in, out) of a layer LoRA can adapt as a matrix (Linear, GPT-2's Conv1D, Embedding), else None."""
+    import torch
+
     if isinstance(layer, torch.nn.Embedding):
         return layer.num_embeddings, layer.embedding_dim
     if hasattr(layer, "nf") and hasattr(layer, "nx"):  # transformers' Conv1D: weight is in × out
@@ -150,6 +153,8 @@ def same_dtype(states: Sequence[AdapterState]) -> list[AdapterState]:
     dtypes = {t.dtype for s in states for t in s.tensors.values()}
     if len(dtypes) <= 1:
         return list(states)
+    import torch
+
     common = next(iter(dtypes))
     for d in dtypes:
         common = torch.promote_types(common, d)

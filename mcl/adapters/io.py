@@ -13,16 +13,16 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
+from typing import TYPE_CHECKING, Any
 
 from mcl.errors import MclError
 from mcl.io import atomic_path, sha256_file, write_json_atomic
+
+if TYPE_CHECKING:  # torch loads only when tensor values are read
+    import torch
 
 CONFIG = "adapter_config.json"
 WEIGHTS = "adapter_model.safetensors"
@@ -34,7 +34,7 @@ class AdapterState:
     """One LoRA adapter: its PEFT config, its tensors (saved-state keys) and optional mcl sidecar."""
 
     config: dict[str, Any]
-    tensors: dict[str, torch.Tensor]
+    tensors: dict[str, "torch.Tensor | TensorInfo"]
     path: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -47,6 +47,30 @@ class AdapterState:
     def label(self) -> str:
         """Short human name (the dir path or 'adapter')."""
         return self.path or "adapter"
+
+
+FLOAT_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2"}  # safetensors dtype → numpy (bf16: raw bits)
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A tensor's dtype and shape as a safetensors header states them (no values read); answers what the
+    structure checks ask of a tensor."""
+
+    dtype: str
+    shape: tuple[int, ...]
+
+    def numel(self) -> int:
+        """Number of elements."""
+        return math.prod(self.shape)
+
+    def dim(self) -> int:
+        """Number of dimensions."""
+        return len(self.shape)
+
+    def is_floating_point(self) -> bool:
+        """Whether the dtype is a float type."""
+        return self.dtype in FLOAT_DTYPES
 
 
 def read_json_object(path: Path, what: str) -> dict[str, Any]:
@@ -90,14 +114,8 @@ def _check_sidecar(meta: dict[str, Any], where: Path) -> None:
                            "fix or delete it)")
 
 
-def read_adapter(path: str | Path, check_finite: bool = True, base: torch.nn.Module | None = None) -> AdapterState:
-    """Load a PEFT LoRA dir into an AdapterState, checked against its config (and `base` when given).
-
-    Every failure is a one-line MclError: malformed files, NaN/Inf, tensors the config does not describe,
-    weights that are not the ones mcl.json records, and (with `base`) modules or shapes that do not fit it.
-    """
-    from mcl.adapters.compat import check_fits, check_structure
-
+def _adapter_files(path: str | Path) -> tuple[Path, dict[str, Any], Path, dict[str, Any]]:
+    """(dir, checked config, weights file, checked sidecar) of a PEFT LoRA dir; every failure a one-line MclError."""
     path = Path(path)
     if not path.exists():
         raise MclError(f"adapter dir {path} does not exist")
@@ -121,6 +139,38 @@ def read_adapter(path: str | Path, check_finite: bool = True, base: torch.nn.Mod
     if not weights.is_file():
         hint = " (adapter_model.bin is a pickle; mcl reads safetensors only)" if (path / "adapter_model.bin").exists() else ""
         raise MclError(f"{path} has no {WEIGHTS}{hint}")
+    meta = {}
+    if (path / SIDECAR).is_file():
+        meta = read_json_object(path / SIDECAR, "the mcl sidecar")
+        _check_sidecar(meta, path / SIDECAR)
+    return path, config, weights, meta
+
+
+def _checked(state: AdapterState, weights: Path) -> AdapterState:
+    """The structure and sidecar-hash checks every read makes (values or header alike)."""
+    from mcl.adapters.compat import check_structure
+
+    check_structure(state)
+    if state.meta.get("sha256") and state.meta["sha256"] != sha256_file(weights):
+        raise MclError(f"{weights}: not the weights {Path(state.path) / SIDECAR} records (sha256 differs): the weights "
+                       "were replaced or the sidecar is another adapter's; restore them, or delete mcl.json to read "
+                       "the weights as a plain PEFT adapter")
+    return state
+
+
+def read_adapter(path: str | Path, check_finite: bool = True, base: "torch.nn.Module | None" = None) -> AdapterState:
+    """Load a PEFT LoRA dir into an AdapterState, checked against its config (and `base` when given).
+
+    Every failure is a one-line MclError: malformed files, NaN/Inf, tensors the config does not describe,
+    weights that are not the ones mcl.json records, and (with `base`) modules or shapes that do not fit it.
+    """
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from mcl.adapters.compat import check_fits
+
+    path, config, weights, meta = _adapter_files(path)
     try:
         tensors = load_file(weights)
     except (SafetensorError, OSError, ValueError) as e:
@@ -131,19 +181,55 @@ def read_adapter(path: str | Path, check_finite: bool = True, base: torch.nn.Mod
         for k, t in tensors.items():
             if t.is_floating_point() and not torch.isfinite(t).all():
                 raise MclError(f"{weights}: tensor {k} contains NaN or Inf")
-    meta = {}
-    if (path / SIDECAR).is_file():
-        meta = read_json_object(path / SIDECAR, "the mcl sidecar")
-        _check_sidecar(meta, path / SIDECAR)
-    state = AdapterState(config=config, tensors=tensors, path=str(path), meta=meta)
-    check_structure(state)
-    if meta.get("sha256") and meta["sha256"] != sha256_file(weights):
-        raise MclError(f"{weights}: not the weights {path / SIDECAR} records (sha256 differs): the weights were "
-                       "replaced or the sidecar is another adapter's; restore them, or delete mcl.json to read the "
-                       "weights as a plain PEFT adapter")
+    state = _checked(AdapterState(config=config, tensors=tensors, path=str(path), meta=meta), weights)
     if base is not None:
         check_fits(state, base)
     return state
+
+
+def _finite(raw: bytes, dtype: str) -> bool:
+    """Whether a float tensor's raw little-endian bytes hold no NaN or Inf (bf16: exponent bits not all ones)."""
+    import numpy as np
+
+    values = np.frombuffer(raw, dtype=FLOAT_DTYPES[dtype])
+    if dtype == "BF16":
+        return not bool(((values & 0x7F80) == 0x7F80).any())
+    return bool(np.isfinite(values).all())
+
+
+def read_adapter_header(path: str | Path, check_finite: bool = True) -> AdapterState:
+    """An adapter as `read_adapter` checks it (config, structure, sidecar hash, finite values), but with tensor
+    dtypes and shapes (`TensorInfo`) from the safetensors header in place of tensors: no torch.
+
+    Enough for `mcl adapters info/check` (sizes, compatibility); values are read only to check they are finite.
+    """
+    path, config, weights, meta = _adapter_files(path)
+    size = weights.stat().st_size
+    with weights.open("rb") as f:
+        head = f.read(8)
+        n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+        try:
+            header = json.loads(f.read(n)) if 0 < n <= size - 8 else None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            header = None
+        if not isinstance(header, dict):
+            raise MclError(f"{weights}: corrupt safetensors file (unreadable header)")
+        entries = {k: v for k, v in header.items() if k != "__metadata__"}
+        try:
+            tensors = {k: TensorInfo(v["dtype"], tuple(int(d) for d in v["shape"])) for k, v in entries.items()}
+            spans = {k: (8 + n + int(v["data_offsets"][0]), 8 + n + int(v["data_offsets"][1])) for k, v in entries.items()}
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise MclError(f"{weights}: corrupt safetensors file (malformed tensor entry)") from None
+        if not tensors:
+            raise MclError(f"{weights}: contains no tensors")
+        for k, (start, end) in spans.items():
+            if not 8 + n <= start <= end <= size:
+                raise MclError(f"{weights}: corrupt safetensors file (tensor {k} lies outside the file)")
+            if check_finite and tensors[k].dtype in FLOAT_DTYPES:
+                f.seek(start)
+                if not _finite(f.read(end - start), tensors[k].dtype):
+                    raise MclError(f"{weights}: tensor {k} contains NaN or Inf")
+    return _checked(AdapterState(config=config, tensors=tensors, path=str(path), meta=meta), weights)
 
 
 def save_adapter(model, out_dir: str | Path, adapter_name: str = "default", meta: dict[str, Any] | None = None) -> Path:

@@ -8,46 +8,15 @@ dir and a state taken from a live model line up key for key.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import PeftModel, get_peft_model
 
+from mcl.adapters.spec import ALL_LINEAR, LoraSpec
 from mcl.errors import MclError
-from mcl.fields import documented
 
-ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-@dataclass
-class LoraSpec:
-    """LoRA hyper-parameters (defaults measured on the tiny model, see README)."""
-
-    r: int = documented(8, "LoRA rank")
-    alpha: float = documented(16.0, "LoRA alpha (PEFT's lora_alpha): the update is scaled by alpha/r (alpha/sqrt(r) "
-                                    "with rsLoRA)")
-    dropout: float = documented(0.0, "dropout on the LoRA input (PEFT's lora_dropout), in [0, 1)")
-    target_modules: list[str] = documented(
-        help="linear layers to adapt, by last name; `all-linear` (PEFT's keyword): every linear layer but the "
-             "output head", default_factory=lambda: list(ALL_LINEAR))
-    use_rslora: bool = documented(False, "rank-stabilised LoRA: scale alpha/sqrt(r)")
-    use_dora: bool = documented(False, "DoRA: weight-decomposed LoRA (a learned magnitude per output feature)")
-
-    def to_peft(self) -> LoraConfig:
-        """The equivalent `peft.LoraConfig` for a causal LM."""
-        return LoraConfig(
-            r=self.r,
-            lora_alpha=self.alpha,
-            lora_dropout=self.dropout,
-            target_modules=self.target_modules if isinstance(self.target_modules, str) else list(self.target_modules),
-            use_rslora=self.use_rslora,
-            use_dora=self.use_dora,
-            task_type="CAUSAL_LM",
-        )
-
-    def to_dict(self) -> dict:
-        """Plain dict (for configs and sidecars)."""
-        return asdict(self)
+__all__ = ["ALL_LINEAR", "LoraSpec", "add_lora", "check_targets", "get_state", "linear_module_names",
+           "lora_parameters", "set_state"]
 
 
 def linear_module_names(model: torch.nn.Module) -> list[str]:

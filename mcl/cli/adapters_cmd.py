@@ -1,4 +1,5 @@
-"""`mcl adapters info DIR` and `mcl adapters check A B [--space S]`."""
+"""`mcl adapters info DIR` and `mcl adapters check A B [--space S]`: read configs and safetensors headers only (no
+torch), so both answer at once."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import json
 
 from mcl.cli.common import choice_argument
 
-def _info(args: argparse.Namespace) -> int:
-    from mcl.adapters import read_adapter, scaling
 
-    st = read_adapter(args.adapter)
+def _info(args: argparse.Namespace) -> int:
+    from mcl.adapters.io import read_adapter_header, scaling
+
+    st = read_adapter_header(args.adapter)
     modules = sorted({k.split(".lora_")[0] for k in st.tensors})
     n = sum(t.numel() for t in st.tensors.values())
     print(json.dumps({
@@ -23,9 +25,10 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from mcl.adapters import check_compatible, read_adapter
+    from mcl.adapters.compat import check_compatible
+    from mcl.adapters.io import read_adapter_header
 
-    a, b = read_adapter(args.a), read_adapter(args.b)
+    a, b = read_adapter_header(args.a), read_adapter_header(args.b)
     check_compatible(a, b, args.space)
     print(f"compatible in {args.space} space: {args.a} {args.b}")
     return 0

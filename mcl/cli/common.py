@@ -3,14 +3,14 @@
 Every command that loads a base model takes `--model` (alias `--base`), every command that evaluates
 takes `--tasks` (alias `--data`), `--metric/--no-metric`, `--split`, `--limit`, `--batch-size`,
 `--max-len`, `--threads` and `--quiet` from here, with the defaults below. Choices that come from a
-registry (spaces, paths, methods, metrics) are listed in the help lazily: the registry is imported only
-when help is printed, so building a parser stays cheap; the registry checks the value when the command runs.
+registry (spaces, paths, methods, metrics) are listed in the help from the registry index
+(`mcl/cli/registry_index.json`, generated from the registries), so neither building a parser nor
+printing help imports torch; the registry itself checks the value when the command runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 from typing import Iterator
 
 DEFAULT_POINTS = 11  # t values 0, 0.1, ..., 1: the midpoint is always on the grid
@@ -26,7 +26,7 @@ REGISTRIES = {  # kind -> (module, registry attribute)
 
 
 class RegistryNames:
-    """The names in one of mcl's registries, read on first use; `str()` lists them for a help text."""
+    """The names in one of mcl's registries, read from the registry index on first use; `str()` lists them."""
 
     def __init__(self, kind: str, only: tuple[str, ...] = ()) -> None:
         self.kind, self.only, self._names = kind, only, None
@@ -34,9 +34,9 @@ class RegistryNames:
     def names(self) -> list[str]:
         """Registered names (restricted to `only` when given, in registry order)."""
         if self._names is None:
-            module, attr = REGISTRIES[self.kind]
-            registry = getattr(importlib.import_module(module), attr)
-            self._names = [n for n in registry if not self.only or n in self.only]
+            from mcl.cli.list_cmd import read_index
+
+            self._names = [n for n in read_index()["names"][self.kind] if not self.only or n in self.only]
         return self._names
 
     def __str__(self) -> str:

@@ -1,8 +1,18 @@
-"""`mcl list`: every registered model, task, space, path, barrier metric, analysis option, task metric and CL method."""
+"""`mcl list`: every registered model, task, space, path, barrier metric, analysis option, task metric and CL method.
+
+What it prints, and the registry names that `--help` texts list, come from `registry_index.json`, generated
+from the registries themselves (`python -m mcl.cli.list_cmd` rewrites it; a test keeps it current), so
+neither needs torch: both start in well under a second.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
+from pathlib import Path
+
+INDEX_FILE = Path(__file__).with_name("registry_index.json")
 
 
 def _rows() -> dict[str, list[tuple[str, str]]]:
@@ -39,8 +49,21 @@ def _rows() -> dict[str, list[tuple[str, str]]]:
     }
 
 
+def build_index() -> dict:
+    """The index from the live registries: `mcl list`'s sections and every registry's names (imports them all)."""
+    from mcl.cli.common import REGISTRIES
+
+    names = {kind: list(getattr(importlib.import_module(module), attr)) for kind, (module, attr) in REGISTRIES.items()}
+    return {"sections": {k: [list(r) for r in rows] for k, rows in _rows().items()}, "names": names}
+
+
+def read_index() -> dict:
+    """The shipped registry index (registry_index.json)."""
+    return json.loads(INDEX_FILE.read_text(encoding="utf-8"))
+
+
 def _list(args: argparse.Namespace) -> int:
-    for section, rows in _rows().items():
+    for section, rows in read_index()["sections"].items():
         print(f"{section}:")
         for name, text in rows:
             print(f"  {name:16s} {text}")
@@ -51,3 +74,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register `mcl list`."""
     p = sub.add_parser("list", help="list models, tasks, spaces, paths, metrics and methods")
     p.set_defaults(func=_list)
+
+
+if __name__ == "__main__":
+    INDEX_FILE.write_text(json.dumps(build_index(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"wrote {INDEX_FILE}")

@@ -35,13 +35,20 @@ def expected_failure(e: BaseException) -> str | None:
     return None
 
 
+def quiet_hf_progress() -> None:
+    """Keep stderr to mcl's own progress and one-line errors, without importing transformers to say so."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read by huggingface_hub and transformers at import
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+
 def run_cli(build: Callable[[], argparse.ArgumentParser], argv: list[str] | None = None) -> int:
     """Parse argv with the parser from `build` and run `args.func`; expected failures → one line, exit 2."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build().parse_args(argv)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # keep stderr to mcl's own progress and one-line errors
+    quiet_hf_progress()
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)  # peft vs transformers 5
     try:
         return int(args.func(args) or 0)

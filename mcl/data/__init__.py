@@ -23,7 +23,7 @@ _EXPORTS = {
     "SPLITS": "task", "Example": "task", "Task": "task", "TaskSpec": "task", "read_examples": "task",
     "IGNORE": "tokenize", "Encoded": "tokenize", "collate": "tokenize", "collate_prompts": "tokenize",
     "encode_examples": "tokenize", "encode_prompts": "tokenize", "pad_id": "tokenize",
-    "TextFormat": "tokenize", "text_format": "tokenize", "text_meta": "tokenize",
+    "TextFormat": "text", "text_format": "tokenize", "text_meta": "tokenize",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -11,12 +11,13 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
-import torch
+from typing import TYPE_CHECKING, Callable
 
 from mcl.errors import MclError
 from mcl.io import atomic_path, cache_root
+
+if TYPE_CHECKING:  # torch loads with a model, not with this registry
+    import torch
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ def load_tokenizer(name_or_path: str | os.PathLike):
     return tok
 
 
-def load_base(name_or_path: str | os.PathLike, dtype: torch.dtype | str = torch.float32, device: str | None = None):
+def load_base(name_or_path: str | os.PathLike, dtype: "torch.dtype | str" = "fp32", device: str | None = None):
     """Load (model, tokenizer) for a causal LM given by name, dir or hub id; model in eval mode.
 
     `dtype`: fp32 | bf16 | fp16 (or a torch dtype) for the weights; `device`: cpu, cuda[:N] or None (stay on cpu).

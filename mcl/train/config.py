@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from mcl.adapters import LoraSpec
-from mcl.data.tokenize import TextFormat
+from mcl.adapters.spec import LoraSpec
+from mcl.data.text import TextFormat
 from mcl.errors import MclError
 from mcl.fields import documented
 from mcl.io import check_name, sha256_json
