@@ -238,7 +238,8 @@ def save_adapter(model, out_dir: str | Path, adapter_name: str = "default", meta
 
     out_dir = Path(out_dir)
     with atomic_path(out_dir) as tmp:
-        model.save_pretrained(tmp, selected_adapters=[adapter_name])
+        # LoRA of linear layers only (check_plain_lora): no embedding-layer probe of the base on the hub
+        model.save_pretrained(tmp, selected_adapters=[adapter_name], save_embedding_layers=False)
         nested = tmp / adapter_name  # peft nests non-default adapters in a sub-folder
         if adapter_name != "default" and nested.is_dir():
             for f in nested.iterdir():

@@ -108,6 +108,20 @@ def model_identity(name_or_path: str | os.PathLike) -> str:
     return str(p.resolve()) if p.exists() else s
 
 
+def public_name(name_or_path: str | os.PathLike) -> str:
+    """The name to record for a base model: a named model's name (also for its cache dir), else the id or dir as given.
+
+    Adapters name their base by it, so they load on any machine that has the base, wherever its cache lies.
+    """
+    s = str(name_or_path)
+    p = Path(s).expanduser()
+    if p.exists():
+        for name in NAMED_MODELS:
+            if model_dir(name).exists() and p.resolve() == model_dir(name).resolve():
+                return name
+    return s
+
+
 def load_tokenizer(name_or_path: str | os.PathLike):
     """The tokenizer of a base model, with a pad token guaranteed (pad = eos when missing)."""
     from transformers import AutoTokenizer
@@ -143,7 +157,8 @@ def load_base(name_or_path: str | os.PathLike, dtype: "torch.dtype | str" = "fp3
     if target is not None:
         model.to(target)
     model.eval()
-    model.config.mcl_base = str(name_or_path)
+    public = public_name(name_or_path)  # what PEFT writes as base_model_name_or_path and the model card's base_model
+    model.config.mcl_base = model.name_or_path = model.config._name_or_path = public
     return model, load_tokenizer(path)
 
 
