@@ -137,8 +137,10 @@ def load_model_and_tasks(args: argparse.Namespace, states: Sequence[AdapterState
     from mcl.models import load_base
     from mcl.train.records import recorded_max_len
 
+    from mcl.data.load import load_tasks
+
     apply_threads(args)
-    names = tasks_of(states, args.tasks)
+    names = load_tasks(tasks_of(states, args.tasks), loss_only=not args.metric)  # loss only: bare TRACE dirs do
     model, tokenizer = load_base(base_of(states, args.model), **model_kwargs(args))
     for state in [*states, *extra]:
         check_fits(state, model)

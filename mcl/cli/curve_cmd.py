@@ -45,7 +45,7 @@ def _fit(args: argparse.Namespace) -> int:
     apply_threads(args)
     a, b = read_adapter(args.a), read_adapter(args.b)
     apply_base_override([a, b], args.model)
-    tasks = load_tasks(tasks_of([a, b], args.tasks))
+    tasks = load_tasks(tasks_of([a, b], args.tasks), loss_only=True)  # fitting reads losses only
     model, tokenizer = load_base(base_of([a, b], args.model), **model_kwargs(args))
     for state in (a, b):
         check_fits(state, model)

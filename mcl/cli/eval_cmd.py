@@ -1,15 +1,19 @@
-"""`mcl eval --model M [--adapter DIR] --tasks T ... [--split eval|test] [--out FILE.json]`: score a model.
+"""`mcl eval [--model M] [--adapter DIR] [--tasks T ...] [--split eval|test] [--out FILE.json]`: score a model.
 
-The text format (`--separator`, `--chat-template`, `--bos`) defaults to the one the adapter's mcl.json
-records, else the ids join; `max_len` to the adapter's training run, else the data (mcl.cli.max_len).
-Under torchrun or `accelerate launch` each process scores every N-th example of each task and the main
-process writes the one result (mcl.analysis.distributed).
+As the sweep commands do, an adapter supplies what is not given: the base model it names and the tasks its
+mcl.json records (else the whole suite). The text format (`--separator`, `--chat-template`, `--bos`)
+defaults to the one the adapter's mcl.json records; with no mcl record (a base model, a foreign adapter),
+a tokenizer with a chat template (an instruct model) is scored with it (`--no-chat-template`: not).
+`max_len` follows the adapter's training run, else the data (mcl.cli.max_len). Under torchrun or
+`accelerate launch` each process scores every N-th example of each task and the main process writes the
+one result (mcl.analysis.distributed).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import sys
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -36,16 +40,6 @@ def load_model(model: str, adapter: str | None, **load_kwargs):
         return PeftModel.from_pretrained(base, adapter).eval(), tokenizer
     except (ValueError, RuntimeError, KeyError, TypeError) as e:
         raise MclError(f"{adapter}: cannot load adapter on {model}: {str(e).splitlines()[0]}") from None
-
-
-def _sidecar(adapter: str) -> dict:
-    """The adapter dir's mcl.json ({} when absent)."""
-    from pathlib import Path
-
-    from mcl.adapters.io import SIDECAR, read_json_object
-
-    f = Path(adapter) / SIDECAR
-    return read_json_object(f, "the mcl sidecar") if f.is_file() else {}
 
 
 def format_table(rows: list[dict]) -> str:
@@ -83,11 +77,25 @@ def _eval(args: argparse.Namespace) -> int:
         hold_output(args.out, f"--out {args.out}")  # one writer for FILE and FILE-predictions/
     apply_threads(args)
     here = ranks()
-    tasks = load_tasks(args.tasks)
-    model, tokenizer = load_model(args.model, args.adapter, **model_kwargs(args))
-    meta = _sidecar(args.adapter) if args.adapter else {}
-    text = text_of(args, [meta] if args.adapter else [])
-    recorded = [recorded_max_len(args.adapter, meta)] if args.adapter else []
+    state = None
+    if args.adapter:
+        from mcl.adapters.io import read_adapter_header
+        from mcl.cli.barrier_cmd import base_of, tasks_of
+
+        state = read_adapter_header(args.adapter)
+    if args.model is None and state is None:
+        raise MclError("mcl eval needs --model MODEL, or --adapter DIR whose config names its base model")
+    model_name = args.model or base_of([state], None)
+    names = args.tasks or (tasks_of([state], None) if state is not None and state.meta.get("tasks") else ["mcl-suite"])
+    tasks = load_tasks(names, loss_only=not args.metric)
+    model, tokenizer = load_model(model_name, args.adapter, **model_kwargs(args))
+    metas = [state.meta] if state is not None else []
+    if args.chat_template is None and args.separator is None and not any(metas) and getattr(tokenizer, "chat_template", None):
+        args.chat_template = True  # an instruct model with no record of another format: its chat template
+        if not args.quiet and here.main:
+            print("scoring with the tokenizer's chat template (instruct model; --no-chat-template: without)", file=sys.stderr)
+    text = text_of(args, metas)
+    recorded = [recorded_max_len(args.adapter, state.meta)] if state is not None else []
     max_lens = task_max_lens(args.max_len, recorded, tasks, tokenizer, args.split, args.limit, text, args.metric,
                              model_context(model))
     rows = []
@@ -110,7 +118,7 @@ def _eval(args: argparse.Namespace) -> int:
         print(format_table(rows))
         if stage:
             common = {r["max_len"] for r in rows}
-            result = {"model": args.model, "adapter": args.adapter, "split": args.split,
+            result = {"model": model_name, "adapter": args.adapter, "split": args.split,
                       "max_len": common.pop() if len(common) == 1 else None, "text": text.describe(), "results": rows}
             write_json_atomic(stage / out.name, result)
     return 0
@@ -139,9 +147,11 @@ def _score_shared(evaluator, model, generate: bool, here) -> tuple[dict, list[di
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register `mcl eval`."""
     p = sub.add_parser("eval", help="answer loss and task metric of a model (+ adapter) on tasks")
-    add_model_argument(p, required=True, help="base model: a named model (tiny, smollm2), an HF dir or hub id")
+    add_model_argument(p, help="base model: a named model (tiny, smollm2), an HF dir or hub id; default: the base "
+                               "model the adapter names")
     p.add_argument("--adapter", metavar="DIR", help="PEFT LoRA adapter dir to load on the base model")
-    add_tasks_argument(p, default=["mcl-suite"], help="built-in task names, `mcl-suite` or task dirs (default mcl-suite)")
+    add_tasks_argument(p, help="built-in task names, `mcl-suite` or task dirs; default: the tasks the adapter's "
+                               "mcl.json records, else mcl-suite")
     p.add_argument("--out", metavar="FILE", help="write the results as JSON here, and each task's generations "
                                                   "(prompt, answer, generation, score) to FILE-predictions/<split>-<task>.jsonl")
     add_eval_arguments(p, splits=("train", "eval", "test"), metric=True)

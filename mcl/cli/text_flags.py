@@ -17,8 +17,9 @@ def add_text_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("text format (how prompt and answer become tokens; default: the checkpoints' or ids join)")
     g.add_argument("--separator", metavar="SEP",
                    help="join prompt + SEP + answer as text and mask the prompt by character offsets (e.g. ' ')")
-    g.add_argument("--chat-template", action="store_true", default=None,
-                   help="render prompt/answer as user/assistant turns with the tokenizer's chat template")
+    g.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=None,
+                   help="render prompt/answer as user/assistant turns with the tokenizer's chat template "
+                        "(--no-chat-template: never)")
     g.add_argument("--bos", choices=["auto", "always", "never"],
                    help="leading bos token (auto: unless it is a chat role marker, as SmolLM2's)")
 

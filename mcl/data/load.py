@@ -1,7 +1,8 @@
 """Resolve task names and paths, and record/re-find the exact data a checkpoint was trained on.
 
 A task is named by a TRACE-format dir, `DIR:METRIC` (a dir without task.json, scored with METRIC), a
-built-in suite task name, or `mcl-suite` for all eight (a dir wins over a built-in name). `task_record`
+built-in suite task name, or `mcl-suite` for all eight (a dir wins over a built-in name). Commands that
+score no metric read a dir without task.json as it is (metric `none`). `task_record`
 is what a checkpoint's mcl.json keeps about each task (name, the source as given, the absolute dir,
 content hash); `load_recorded` finds that data again and refuses data that is gone or has changed.
 """
@@ -42,13 +43,17 @@ def load_builtin(name: str) -> Task:
     return replace(load_task_dir(ensure_suite() / name), source=name, builtin=True)
 
 
-def load_task(name_or_path: str | os.PathLike | Task) -> Task:
-    """A task from a TRACE-format dir (or `DIR:METRIC`), or a built-in suite task by name."""
+def load_task(name_or_path: str | os.PathLike | Task, loss_only: bool = False) -> Task:
+    """A task from a TRACE-format dir (or `DIR:METRIC`), or a built-in suite task by name.
+
+    `loss_only` (commands that score no metric): a dir without task.json loads with the metric `none`.
+    """
     if isinstance(name_or_path, Task):
         return name_or_path
     s = str(name_or_path)
     if (found := _dir_and_metric(s)) is not None:
-        return replace(load_task_dir(found[0], metric=found[1]), source=s)
+        metric = found[1] or ("none" if loss_only else None)
+        return replace(load_task_dir(found[0], metric=metric), source=s)
     if s.removeprefix(f"{SUITE_NAME}/") in SUITE:
         return load_builtin(s)
     raise MclError(
@@ -56,10 +61,10 @@ def load_task(name_or_path: str | os.PathLike | Task) -> Task:
     )
 
 
-def load_tasks(names: list[str | Task]) -> list[Task]:
+def load_tasks(names: list[str | Task], loss_only: bool = False) -> list[Task]:
     """Load several tasks (Task objects pass through); `mcl-suite` expands to every built-in task in suite order."""
     expanded = [n for name in names for n in (list(SUITE) if name == SUITE_NAME else [name])]
-    return [load_task(n) for n in expanded]
+    return [load_task(n, loss_only) for n in expanded]
 
 
 def task_record(task: Task) -> dict[str, Any]:

@@ -132,6 +132,11 @@ def _edit_similarity(pred: str, ref: str) -> float:
     return fuzz.ratio(pred.rstrip(), ref.rstrip()) / 100.0
 
 
+def _no_metric(pred: str, ref: str) -> float:
+    raise MclError("this task has no metric (a task dir without task.json, read for its loss only): write task.json, "
+                   "copy a template (mcl data template) or name the metric as DIR:METRIC")
+
+
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in [
@@ -147,6 +152,7 @@ METRICS: dict[str, Metric] = {
                _py150_similarity),
         Metric("sari", "SARI (Xu et al. 2016) / 100: kept, deleted and added n-grams vs. source and reference", True,
                _sari, needs_source=True),
+        Metric("none", "no task metric: a task dir without task.json, read by a loss-only command", True, _no_metric),
     ]
 }
 
