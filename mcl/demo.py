@@ -5,7 +5,8 @@
    more, and I-LoRA's slow and fast learners are scored side by side; `mcl report` groups them;
 3. the loss barrier on the straight line between the first two `seq` checkpoints (factor and delta
    space) and the loss plane through the first three;
-4. a summary of the numbers and where the figures are.
+4. a summary of the numbers and where the figures are; the summary is also written to
+   results/demo_summary.txt, which the README quotes (a test checks the quote).
 Outputs go to out/demo/. MCL_DEMO_STEPS sets the per-task budget (default 40), MCL_DEMO_EXAMPLES the
 examples scored per task (default 30).
 """
@@ -19,9 +20,11 @@ import time
 from pathlib import Path
 
 from mcl.cli.main import main as mcl
+from mcl.io import write_text_atomic
 from mcl.train.records import task_dirs
 
 OUT = Path("out/demo")
+SUMMARY = Path("results/demo_summary.txt")
 METHODS = {"seq": [], "er": ["method=er", "method_args.buffer_size=200"], "ilora": []}
 
 
@@ -80,7 +83,9 @@ def main() -> None:
               "--out", str(OUT / f"barrier-{space}")])
     _run(["plane", *map(str, tasks[:3]), "--grid", "5", "--limit", examples, "--draw", "linear",
           "--out", str(OUT / "plane")])
-    print(f"\n== 4. summary ({time.time() - t0:.0f} s)\n{_summary(runs)}")
+    summary = f"{_summary(runs)}\n({steps} steps per task, {examples} examples per task scored)\n"
+    write_text_atomic(SUMMARY, summary)
+    print(f"\n== 4. summary ({time.time() - t0:.0f} s; also in {SUMMARY})\n{summary}", end="")
     print(f"\nfigures: {OUT}/report/report.html (R heatmaps, opens offline), {OUT}/barrier-*/path.png, "
           f"{OUT}/plane/plane.png; per-step logs and generations in each run dir (metrics/train_log.csv, predictions/)")
 

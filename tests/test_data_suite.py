@@ -75,9 +75,12 @@ def test_built_in_names_load_the_shipped_suite_without_building(tmp_path, monkey
     assert [len(tasks[0].split(s)) for s in SPLITS] == [1000, 200, 200]
     manifest = json.loads((SHIPPED_DIR / "suite.json").read_text())
     assert hashlib.sha256(json.dumps(manifest["sha256"], sort_keys=True).encode()).hexdigest() == V3_FILES_SHA256
-    # the README's runs were trained on exactly these bytes: their run names (config + data hashes) still match
-    cfg = load_config(Path(__file__).parent.parent / "configs" / "tiny-suite-seq.yaml")
-    assert cfg.run_dir([t.hash for t in tasks]).name == "tiny-suite-f58d63e8"
+    # the README's runs were trained on exactly these bytes: their run names (config + legacy data hashes) resolve
+    cfg = load_config(Path(__file__).parent.parent / "configs" / "tiny-suite-seq.yaml", [f"runs_dir={tmp_path}"])
+    hashes, legacy = [t.hash for t in tasks], [t.legacy_hash for t in tasks]
+    assert cfg.run_dir(hashes, legacy).name == "tiny-suite-seq-7bc0022e"
+    (tmp_path / "tiny-suite-f58d63e8").mkdir()
+    assert cfg.run_dir(hashes, legacy).name == "tiny-suite-f58d63e8"
 
 
 def test_a_changed_shipped_file_is_refused(small_suite, tmp_path):

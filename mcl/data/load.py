@@ -68,15 +68,31 @@ def load_tasks(names: list[str | Task], loss_only: bool = False) -> list[Task]:
 
 
 def task_record(task: Task) -> dict[str, Any]:
-    """What a checkpoint records about a task: name, source as given, absolute dir (None if built-in), hash."""
+    """What a checkpoint records about a task: name, source as given, absolute dir (None if built-in), hash and the
+    parts the hash covers (so a later change can be named)."""
     path = None if task.builtin or task.path is None else str(task.path.resolve())
-    return {"name": task.name, "source": task.source or task.name, "dir": path, "hash": task.hash}
+    return {"name": task.name, "source": task.source or task.name, "dir": path, "hash": task.hash,
+            "parts": task.hash_parts()}
+
+
+def describe_change(recorded: Any, task: Task) -> str:
+    """What differs between a record's hash parts and the task's now (records from before parts: "its content")."""
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("splits"), dict):
+        return "its content"
+    now = task.hash_parts()
+    changes = [f"{k} {recorded.get(k)!r} → {now[k]!r}" for k in ("metric", "max_new_tokens") if recorded.get(k) != now[k]]
+    old, new = recorded["splits"], now["splits"]
+    for split in sorted(set(old) | set(new)):
+        if old.get(split) != new.get(split):
+            state = "added" if split not in old else "removed" if split not in new else "rows changed"
+            changes.append(f"split {split} {state}")
+    return ", ".join(changes) or "its content"
 
 
 def load_recorded(record: dict[str, Any], where: str = "the checkpoint") -> Task:
-    """The task a record names, checked to hold the same content; MclError when gone or changed."""
+    """The task a record names, checked to hold the same content (new or legacy hash); MclError when gone or changed."""
     if not (isinstance(record, dict) and all(isinstance(record.get(k), str) for k in ("name", "source", "hash"))):
-        raise MclError(f"{where}: malformed task record in mcl.json ({record!r:.80}); pass --data TASK ...")
+        raise MclError(f"{where}: malformed task record in mcl.json ({record!r:.80}); pass --tasks TASK ...")
     name, source = record["name"], record["source"]
     if record.get("dir") is None:
         task = load_builtin(source)
@@ -85,9 +101,9 @@ def load_recorded(record: dict[str, Any], where: str = "the checkpoint") -> Task
         found = next((d for d in (Path(record["dir"]), given) if d.is_dir()), None)
         if found is None:
             raise MclError(f"task {name}: its data dir {record['dir']} is gone (recorded in {where}); "
-                           f"restore it or pass --data DIR ... to score other data")
+                           f"restore it or pass --tasks DIR ... to score other data")
         task = replace(load_task_dir(found, metric=metric), source=source)
-    if task.hash != record["hash"]:
-        raise MclError(f"task {name}: the data at {task.path} changed since {where} was trained (content hash "
-                       f"{task.hash[:12]} != recorded {record['hash'][:12]}); pass --data DIR ... to score it anyway")
+    if record["hash"] not in (task.hash, task.legacy_hash):
+        raise MclError(f"task {name}: the data at {task.path} changed since {where} was trained "
+                       f"({describe_change(record.get('parts'), task)}); pass --tasks DIR ... to score it anyway")
     return task

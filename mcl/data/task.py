@@ -99,9 +99,24 @@ class Task:
     def _cache(self) -> dict[str, list[Example]]:
         return {}
 
+    def hash_parts(self) -> dict[str, Any]:
+        """What the content hash covers: the metric, the generation length and each split's rows (hashed).
+
+        Descriptions, sources, labels and chance levels change no result and are left out, so editing them
+        keeps every run and checkpoint of the task.
+        """
+        return {"metric": self.spec.metric, "max_new_tokens": self.spec.max_new_tokens,
+                "splits": {s: sha256_json([[e.prompt, e.answer] for e in self.split(s)]) for s in self.available_splits()}}
+
     @cached_property
     def hash(self) -> str:
-        """Content hash of the spec and every available split (stable across machines)."""
+        """Content hash of what changes results (`hash_parts`; stable across machines)."""
+        return sha256_json(self.hash_parts())
+
+    @cached_property
+    def legacy_hash(self) -> str:
+        """The hash before descriptions were left out (the whole spec and every split): older run dirs and
+        checkpoint records resolve by it."""
         body = {s: [[e.prompt, e.answer] for e in self.split(s)] for s in self.available_splits()}
         return sha256_json({"spec": self.spec.to_json(), "splits": body})
 

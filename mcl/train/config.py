@@ -1,6 +1,6 @@
 """Run configuration: one dataclass tree that YAML files, `--key=value` flags and Python calls share.
 
-A resolved config is hashed (sorted JSON) to name its run directory `runs/<name>-<hash8>`; starting
+A resolved config is hashed (sorted JSON) to name its run directory `runs/<name>-<method>-<hash8>`; starting
 the same description again resumes what is already on disk (open_lth style).
 """
 
@@ -94,7 +94,7 @@ ADDED_KEYS: dict[tuple[str, ...], Any] = {
 class RunConfig:
     """A continual-learning run: base model, LoRA, task order, method and its parameters."""
 
-    name: str = documented("run", "run name: the run dir is <runs_dir>/<name>-<hash>")
+    name: str = documented("run", "run name: the run dir is <runs_dir>/<name>-<method>-<hash>")
     model: str = documented("tiny", "base model: a named model (tiny, smollm2), an HF dir or a hub id")
     model_dtype: str = documented("fp32", "fp32 | bf16 | fp16: base weights only; LoRA, optimizer state and the slow "
                                           "learner stay fp32")
@@ -137,9 +137,18 @@ class RunConfig:
             d["method_args"].pop("snapshot_every", None)
         return sha256_json({"config": d, "data": data_hashes})[:8]
 
-    def run_dir(self, data_hashes: list[str]) -> Path:
-        """Directory this run writes to, given the content hashes of its tasks."""
-        return Path(self.runs_dir) / f"{self.name}-{self.run_hash(data_hashes)}"
+    def run_dir(self, data_hashes: list[str], legacy_data_hashes: list[str] | None = None) -> Path:
+        """Directory this run uses, `<name>-<method>-<hash>`, given the content hashes of its tasks.
+
+        Runs made before the method was in the name and descriptions were out of the data hash resolve:
+        with `legacy_data_hashes`, an existing `<name>-<hash of the legacy data hashes>` dir is returned.
+        """
+        new = Path(self.runs_dir) / f"{self.name}-{self.method}-{self.run_hash(data_hashes)}"
+        if legacy_data_hashes is not None and not new.is_dir():
+            old = Path(self.runs_dir) / f"{self.name}-{self.run_hash(legacy_data_hashes)}"
+            if old.is_dir():
+                return old
+        return new
 
 
 # Hugging Face / PEFT names accepted for mcl's keys, at the top level or in their section; they are resolved to

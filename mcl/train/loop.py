@@ -235,7 +235,8 @@ def _check_state(state_dir: Path, method, accelerator, mid_phase: bool) -> None:
 
 def resolve_run_dir(cfg: RunConfig) -> Path:
     """The directory a config's run uses (named by the config and its tasks' content hashes)."""
-    return cfg.run_dir([t.hash for t in load_tasks(cfg.tasks)])
+    tasks = load_tasks(cfg.tasks)
+    return cfg.run_dir([t.hash for t in tasks], [t.legacy_hash for t in tasks])
 
 
 def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | None = None) -> Path:
@@ -259,7 +260,7 @@ def _train(cfg: RunConfig, progress_bar: bool, stop_at: tuple[int, int] | None, 
     if len(set(names)) != len(names):
         raise MclError(f"task names must be unique within a run: {names}")
     cfg.train.epochs(len(tasks))  # a wrong-length epochs list fails before any model loads
-    run_dir = cfg.run_dir([t.hash for t in tasks])
+    run_dir = cfg.run_dir([t.hash for t in tasks], [t.legacy_hash for t in tasks])  # older runs resolve
     check_output(cfg.runs_dir, "dir")  # a symlinked runs_dir is refused like any symlinked output
     check_output(run_dir, "dir")
     # cpu=True without a GPU: else accelerate ignores torchrun's world on CPU (gloo)
