@@ -8,8 +8,10 @@ from typing import Any, Callable
 
 
 def documented(default: Any = dataclasses.MISSING, help: str = "", *,
-               default_factory: Callable[[], Any] | Any = dataclasses.MISSING) -> Any:
-    """A dataclass field with a one-line `help` in its metadata."""
+               default_factory: Callable[[], Any] | Any = dataclasses.MISSING, changes_results: bool = True) -> Any:
+    """A dataclass field with a one-line `help` in its metadata; `changes_results=False` marks a setting that
+    changes no result (where output goes, how often it logs, batch size of scoring), left out of report labels."""
+    metadata = {"help": help, "changes_results": changes_results}
     if default_factory is not dataclasses.MISSING:
-        return dataclasses.field(default_factory=default_factory, metadata={"help": help})
-    return dataclasses.field(default=default, metadata={"help": help})
+        return dataclasses.field(default_factory=default_factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 def _report(args: argparse.Namespace) -> int:
     from mcl.io import check_output
-    from mcl.train.report import report
+    from mcl.train.report import markdown, report
 
     check_output(args.out, "dir")
     table = report(args.runs, args.out)
-    print(table.round(4).to_markdown())
+    print(markdown(table))
     print(f"wrote {Path(args.out) / 'report.html'} (opens offline), report.md, report.csv and R heatmap PNGs")
     return 0
 

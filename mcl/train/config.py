@@ -46,12 +46,13 @@ class TrainSpec:
     mixed_precision: str = documented("no", "no | bf16 | fp16 (GPU): autocast of the forward pass")
     gradient_checkpointing: bool = documented(False, "recompute decoder activations in backward (less memory, "
                                                      "~1.3x time)")
-    checkpoint_every: int = documented(50, "steps between resume checkpoints (state/)")
+    checkpoint_every: int = documented(50, "steps between resume checkpoints (state/); resume is exact, so results "
+                                           "do not depend on it", changes_results=False)
     log_every: int = documented(10, "steps between loss reads (progress bar, NaN check, train_log.csv row, tracker); "
-                                    "each is a host sync; not part of the run hash")
+                                    "each is a host sync; not part of the run hash", changes_results=False)
     seed: int = documented(0, "seed of LoRA init, data order and dropout")
     log_with: str = documented("", "\"\" | tensorboard | wandb: an accelerate tracker, writing to <run>/logs; not part "
-                                   "of the run hash")
+                                   "of the run hash", changes_results=False)
 
     def epochs(self, n_tasks: int) -> list[float] | None:
         """Epochs per task (None: train by `steps_per_task`); MclError when the list does not fit the tasks."""
@@ -79,7 +80,7 @@ class EvalSpec:
 
     split: str = documented("eval", "split scored after each task: train | eval | test")
     max_examples: int = documented(200, "examples scored per task (the first N of the split)")
-    batch_size: int = documented(32, "examples per evaluation batch (does not change results)")
+    batch_size: int = documented(32, "examples per evaluation batch (does not change results)", changes_results=False)
     generate: bool = documented(True, "also score the task metric on greedy generations (else the loss only)")
 
 
@@ -94,7 +95,7 @@ ADDED_KEYS: dict[tuple[str, ...], Any] = {
 class RunConfig:
     """A continual-learning run: base model, LoRA, task order, method and its parameters."""
 
-    name: str = documented("run", "run name: the run dir is <runs_dir>/<name>-<method>-<hash>")
+    name: str = documented("run", "run name: the run dir is <runs_dir>/<name>-<method>-<hash>", changes_results=False)
     model: str = documented("tiny", "base model: a named model (tiny, smollm2), an HF dir or a hub id")
     model_dtype: str = documented("fp32", "fp32 | bf16 | fp16: base weights only; LoRA, optimizer state and the slow "
                                           "learner stay fp32")
@@ -109,8 +110,8 @@ class RunConfig:
     eval: EvalSpec = documented(help="what is scored after each task (the R matrix)", default_factory=EvalSpec)
     text: TextFormat = documented(help="how prompt and answer become tokens", default_factory=TextFormat)
     data_seed: int = documented(0, "unused by the loop (data order and replay follow train.seed); kept in run "
-                                   "hashes")
-    runs_dir: str = documented("runs", "where run dirs go; not part of the run hash")
+                                   "hashes", changes_results=False)
+    runs_dir: str = documented("runs", "where run dirs go; not part of the run hash", changes_results=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict."""
@@ -198,6 +199,19 @@ def _canonical_values(cfg: "RunConfig") -> None:
         if len(targets) > 1:
             raise MclError(f"lora.target_modules: {ALL_LINEAR_KEYWORD} stands alone (got {targets})")
         cfg.lora.target_modules = ALL_LINEAR_KEYWORD
+
+
+def keys_without_results(obj: Any = None, prefix: str = "") -> set[str]:
+    """Dotted keys of settings marked `changes_results=False` (report labels leave them out)."""
+    obj = RunConfig() if obj is None else obj
+    out = set()
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            out |= keys_without_results(value, f"{prefix}{f.name}.")
+        elif not f.metadata.get("changes_results", True):
+            out.add(f"{prefix}{f.name}")
+    return out
 
 
 def _coerce(value: Any, target: Any, key: str) -> Any:

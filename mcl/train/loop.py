@@ -394,7 +394,8 @@ def _train(cfg: RunConfig, progress_bar: bool, stop_at: tuple[int, int] | None, 
         scores = {view: {} for view in method.views}
         examples: list[tuple[str, str, torch.Tensor]] = []
         for view in method.views:
-            for i in tqdm(range(len(names)), desc=f"[{phase + 1}/{len(phases)}] scoring {view}", unit="task",
+            for i in tqdm(range(len(names)), desc=f"[{phase + 1}/{len(phases)}] scoring"
+                          + ("" if len(method.views) == 1 else f" the {view} learner"), unit="task",
                           disable=not (progress_bar and main), leave=False):
                 records: list[dict] = []
                 parts: list[torch.Tensor] = []

@@ -20,7 +20,7 @@ import yaml
 from mcl.errors import MclError
 from mcl.io import atomic_path, read_json_record, write_text_atomic
 
-NOT_DESCRIPTION = ("name", "runs_dir", "train.seed", "train.log_with")  # what may differ between seeds of one experiment
+SEED_KEYS = ("train.seed",)  # what differs between the seeds of one experiment
 
 
 def read_run(run_dir: str | Path) -> dict:
@@ -63,15 +63,15 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 def description(run: dict) -> dict[str, str]:
     """What the run measures, as dotted keys: its config (defaults filled in) with resolved method args, minus
-    seed, name, runs dir and trackers."""
-    from mcl.train.config import config_from_dict
+    the seed and the settings that change no result (name, runs dir, logging, checkpoint interval, eval batch)."""
+    from mcl.train.config import config_from_dict, keys_without_results
 
     try:
         config = config_from_dict(run["config"]).to_dict()  # runs saved before a key existed compare equal
     except MclError:
         config = run["config"]
     flat = _flatten({**config, "method_args": run["method_args"]})
-    return {k: v for k, v in flat.items() if k not in NOT_DESCRIPTION}
+    return {k: v for k, v in flat.items() if k not in keys_without_results() and k not in SEED_KEYS}
 
 
 def group_labels(runs: list[dict]) -> list[str]:
@@ -113,7 +113,16 @@ def summary_table(runs: list[dict], kind: str = "score", labels: list[str] | Non
             final = run["R"][key].iloc[-1]
             label = group + ("" if not suffix else f" [{view}]") + f" (seed {run['config']['train']['seed']})"
             rows.append({"run": label, **{t: final[t] for t in s["tasks"]}, **s[f"{kind}{suffix}"]})
-    return pd.DataFrame(rows).set_index("run") if rows else pd.DataFrame()
+    if not rows:
+        return pd.DataFrame()
+    table = pd.DataFrame(rows).set_index("run")
+    tasks = list(dict.fromkeys(t for run in runs for t in run["summary"]["tasks"]))
+    return table[tasks + [c for c in table.columns if c not in tasks]]  # every task before OP, BWT, ...
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """A table as markdown, rounded to 4 places, a task a run lacks shown as "–" (not nan)."""
+    return table.round(4).astype(object).where(table.notna(), "–").to_markdown()
 
 
 def _cell(mean: float, std: float, n: int) -> str:
@@ -227,7 +236,7 @@ def report(run_dirs: list[str | Path], out_dir: str | Path) -> pd.DataFrame:
         table.to_csv(tmp)
     agg = aggregate(table)
     md = ["# mcl report", "", "## Per group: mean ± std over seeds (one seed: its value)", "", agg.to_markdown(), "",
-          "## Per run (final scores; OP/BWT/FWT/forgetting)", "", table.round(4).to_markdown(), ""]
+          "## Per run (final scores; OP/BWT/FWT/forgetting)", "", markdown(table), ""]
     write_text_atomic(out_dir / "report.md", "\n".join(md))
     scales = _scales(runs)
     for run, label in zip(runs, labels):
