@@ -45,6 +45,7 @@ from mcl.train.data import (TaskData, check_batch_memory, encode_tasks, label_to
 from mcl.train.methods import METHODS, Context
 from mcl.train.records import TrainLog, write_example_scores, write_predictions
 from mcl.train.scoring import Scorer, read_base_scores, read_phase_scores, write_metrics
+from mcl.train.trackers import step_values, task_end_values
 
 
 
@@ -327,6 +328,7 @@ def _train(cfg: RunConfig, progress_bar: bool, stop_at: tuple[int, int] | None, 
             _load_state(state_dir, method, accelerator)  # end-of-phase state: adapters, method memory, RNG
         method.begin_task(phase, task_ids)
         total = cfg.train.phase_steps([len(d.train) for d in data], task_ids, world)
+        offset = sum(cfg.train.phase_steps([len(d.train) for d in data], ids, world) for ids in phases[:phase])
         params = method.trainable()
         optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         start = 0
@@ -376,8 +378,8 @@ def _train(cfg: RunConfig, progress_bar: bool, stop_at: tuple[int, int] | None, 
                     row = {"phase": phase, "step": step + 1, "lr": optimizer.param_groups[0]["lr"],
                            "loss": loss.item(), **method.log_values()}
                     log.add(row)
-                    if cfg.train.log_with:
-                        accelerator.log({k: v for k, v in row.items() if k != "step"}, step=phase * total + step + 1)
+                    if cfg.train.log_with:  # steps count across the run (mcl.train.trackers)
+                        accelerator.log(step_values(row), step=offset + step + 1)
             if (step + 1) % cfg.train.checkpoint_every == 0 and step + 1 < total:
                 _save_state(state_dir, method, optimizer, {"phase": phase, "step": step + 1, "phases_done": phase},
                             accelerator)
@@ -411,6 +413,9 @@ def _train(cfg: RunConfig, progress_bar: bool, stop_at: tuple[int, int] | None, 
                               {"phase": phase, "tasks": [names[i] for i in task_ids], "train_seconds": seconds,
                                "train_cpu_seconds": cpu_seconds,
                                "steps": total, "batch": sizes, "scores": scores})
+            if cfg.train.log_with:
+                accelerator.log(task_end_values(run_dir, names, phase, method.views, method.log_values()),
+                                step=offset + total)
         _save_state(state_dir, method, optimizer, {"phase": phase + 1, "step": 0, "phases_done": phase + 1}, accelerator)
         ctx.model = accelerator.unwrap_model(model)
     if main:
