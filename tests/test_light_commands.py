@@ -102,3 +102,20 @@ def test_header_read_finds_nan_and_inf_in_every_float_dtype(tmp_path, dtype):
         write_adapter_dir(AdapterState(config=state.config, tensors=tensors), tmp_path / "bad")
         with pytest.raises(MclError, match="contains NaN or Inf"):
             read_adapter_header(tmp_path / "bad")
+
+
+def test_data_new_writes_a_valid_task_dir_and_refuses_a_full_one(tmp_path, capsys):
+    from mcl.cli.main import main
+    from mcl.data.load import load_task
+
+    assert main(["data", "new", "reviews", str(tmp_path / "reviews"), "--metric", "exact_match"]) == 0
+    task = load_task(str(tmp_path / "reviews"))
+    assert (task.name, task.metric, task.spec.max_new_tokens) == ("reviews", "exact_match", 16)
+    assert [len(task.split(s)) for s in ("train", "eval", "test")] == [1, 1, 1]
+    assert main(["data", "check", str(tmp_path / "reviews")]) == 0
+    before = (tmp_path / "reviews" / "task.json").read_text()
+    capsys.readouterr()
+    assert main(["data", "new", "reviews", str(tmp_path / "reviews")]) == 2
+    assert "not empty" in capsys.readouterr().err and (tmp_path / "reviews" / "task.json").read_text() == before
+    assert main(["data", "new", "bad", str(tmp_path / "x"), "--metric", "nope"]) == 2
+    assert not (tmp_path / "x").exists()

@@ -1,4 +1,5 @@
-"""`mcl data build|show|check|template`: the suite's recipe, inspecting tasks, validating TRACE downloads."""
+"""`mcl data build|show|check|template|new`: the suite's recipe, inspecting tasks, validating TRACE downloads, and a
+new task dir to fill in."""
 
 from __future__ import annotations
 
@@ -90,6 +91,38 @@ def _template(args: argparse.Namespace) -> int:
     return 0
 
 
+NEW_TASK_ROWS = {  # one example row per split, to be replaced by the user's data
+    "train": [{"prompt": "Is this review positive or negative?\nReview: A delight from start to finish.\nAnswer:",
+               "answer": "positive"}],
+    "eval": [{"prompt": "Is this review positive or negative?\nReview: Two hours I will not get back.\nAnswer:",
+              "answer": "negative"}],
+    "test": [{"prompt": "Is this review positive or negative?\nReview: Warm, funny and wise.\nAnswer:",
+              "answer": "positive"}],
+}
+
+
+def _new(args: argparse.Namespace) -> int:
+    from mcl.data.task import SPEC_FILE, load_task_dir
+    from mcl.io import atomic_path, check_name, check_output
+
+    check_name(args.name, "task name")
+    dest = check_output(args.dir, "dir")
+    if dest.exists() and any(dest.iterdir()):
+        raise MclError(f"{dest} exists and is not empty; mcl data new writes a new task dir (pick another DIR)")
+    spec = {"name": args.name, "metric": args.metric, "max_new_tokens": args.max_new_tokens,
+            "description": "what the task asks, in one line (documentation only: not part of the data hash)"}
+    with atomic_path(dest) as tmp:
+        tmp.mkdir()
+        (tmp / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
+        for split, rows in NEW_TASK_ROWS.items():
+            (tmp / f"{split}.json").write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        load_task_dir(tmp).split("train")  # what was written is a valid task
+    print(f"wrote {dest}: task.json ({args.metric}, max_new_tokens {args.max_new_tokens}) and one example row in each "
+          f"of train/eval/test.json; replace them with your data (a JSON list of {{prompt, answer}}, or .jsonl), "
+          f"then `mcl data check {dest}`")
+    return 0
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register `mcl data ...`."""
     p = sub.add_parser("data", help="the offline task suite, task inspection and TRACE task dirs")
@@ -113,3 +146,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     template.add_argument("dir", nargs="?", help="task dir to write task.json into")
     template.add_argument("--force", action="store_true", help="overwrite an existing task.json")
     template.set_defaults(func=_template)
+    new = dsub.add_parser("new", help="start a task dir: task.json and train/eval/test.json with one example row each")
+    new.add_argument("name", help="task name (one path component)")
+    new.add_argument("dir", metavar="DIR", help="the new task dir (absent or empty)")
+    new.add_argument("--metric", default="accuracy", help="task metric (mcl list names them; default accuracy)")
+    new.add_argument("--max-new-tokens", type=int, default=16, metavar="N",
+                     help="generation length for the metric (default 16)")
+    new.set_defaults(func=_new)
