@@ -20,6 +20,6 @@ def _report(args: argparse.Namespace) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register `mcl report`."""
     p = sub.add_parser("report", help="summarise finished runs: final scores, OP/BWT/FWT, R heatmaps")
-    p.add_argument("runs", nargs="+", help="run directories (runs/<name>-<hash>)")
+    p.add_argument("runs", nargs="+", help="run directories (runs/<name>-<method>-<hash>)")
     p.add_argument("--out", default="reports", metavar="DIR", help="output directory (default: reports)")
     p.set_defaults(func=_report)
