@@ -95,7 +95,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         a, b, run = fixture(Path(tmp))
-        rows = [(" ".join(argv[0:1] + [x if not x.startswith(tmp) else "…" for x in argv[1:]]),
+        rows = [(" ".join(argv[0:1] + ["…" if x.startswith(tmp) else x.replace(f"{ROOT}/", "") for x in argv[1:]]),
                  *time_command(module, argv, args.repeat)) for module, argv in commands(a, b, run, f"{tmp}/rep")]
     print(f"| command | wall s (fastest of {args.repeat}) | torch imported |\n|---|---|---|")
     for name, seconds, kind in rows:
