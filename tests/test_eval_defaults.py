@@ -79,6 +79,12 @@ def test_eval_without_a_record_uses_the_chat_template_unless_told_not_to(setting
     assert chat["results"][0]["loss"] != plain["results"][0]["loss"]
 
 
+def test_eval_without_metric_reads_a_bare_dir_for_its_loss(setting, tmp_path):
+    bare = _eval(["--model", setting["base"], "--tasks", setting["tasks"][1]], tmp_path, "bare")
+    assert bare["results"][0]["metric_name"] == "none" and bare["results"][0]["chance"] is None
+    assert bare["results"][0]["loss"] > 0
+
+
 def test_eval_needs_a_model_or_an_adapter(capsys):
     assert main(["eval", "--tasks", "topic"]) == 2
     assert "needs --model MODEL, or --adapter DIR" in capsys.readouterr().err

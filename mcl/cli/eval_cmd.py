@@ -47,9 +47,8 @@ def format_table(rows: list[dict]) -> str:
     lines = [f"{'task':<12} {'n':>5} {'loss':>8}  {'metric':<16} {'score':>6} {'chance':>6}"]
     for r in rows:
         score = "-" if r["metric"] is None else f"{r['metric']:.3f}"
-        lines.append(
-            f"{r['task']:<12} {r['n']:>5} {r['loss']:>8.4f}  {r['metric_name']:<16} {score:>6} {r['chance']:>6.3f}"
-        )
+        chance = "-" if r["chance"] is None else f"{r['chance']:.3f}"
+        lines.append(f"{r['task']:<12} {r['n']:>5} {r['loss']:>8.4f}  {r['metric_name']:<16} {score:>6} {chance:>6}")
     return "\n".join(lines)
 
 

@@ -71,10 +71,13 @@ class TaskEvaluator:
         return self.metric(predictions, [e.answer for e in self.examples], [e.prompt for e in self.examples])
 
     @cached_property
-    def chance(self) -> float:
-        """The task's chance level: its spec's value, else random train answers scored on this split."""
+    def chance(self) -> float | None:
+        """The task's chance level: its spec's value, else random train answers scored on this split (None for a
+        task read for its loss only, metric `none`)."""
         if self.task.spec.chance is not None:
             return self.task.spec.chance
+        if self.task.metric == "none":
+            return None
         pool = [e.answer for e in self.task.split("train" if "train" in self.task.available_splits() else self.split)]
         return chance_level(self.metric, pool, [e.answer for e in self.examples],
                             sources=[e.prompt for e in self.examples])
