@@ -1,7 +1,6 @@
 """The config reference (docs/config.md, --help-config), Hugging Face key aliases, `--key value`, --dry-run, --version."""
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 
