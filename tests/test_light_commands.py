@@ -119,3 +119,18 @@ def test_data_new_writes_a_valid_task_dir_and_refuses_a_full_one(tmp_path, capsy
     assert "not empty" in capsys.readouterr().err and (tmp_path / "reviews" / "task.json").read_text() == before
     assert main(["data", "new", "bad", str(tmp_path / "x"), "--metric", "nope"]) == 2
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("names", [["q_proj"], ["self_attn.q_proj", "v_proj"], ["proj"], ["layers.0.mlp.up_proj"],
+                                   ["model.layers.1.self_attn.q_proj"], ["q"]])
+def test_plain_target_lists_match_as_peft_matches_them(names):
+    from types import SimpleNamespace
+
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    from mcl.adapters.compat import _targets, _targeted
+
+    targets = _targets({"target_modules": names})
+    modules = [f"model.layers.{i}.{m}" for i in (0, 1) for m in ("self_attn.q_proj", "self_attn.v_proj", "mlp.up_proj")]
+    peft_config = SimpleNamespace(**vars(targets))
+    assert [_targeted(targets, m) for m in modules] == [bool(check_target_module_exists(peft_config, m)) for m in modules]

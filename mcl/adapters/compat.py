@@ -70,9 +70,16 @@ def _targets(config: dict, linear_names: Sequence[str] | None = None) -> SimpleN
 
 
 def _targeted(targets: SimpleNamespace | None, module: str) -> bool:
+    if targets is None:
+        return True
+    names = targets.target_modules
+    if (isinstance(names, (list, tuple, set)) and not targets.exclude_modules and not targets.modules_to_save
+            and targets.layers_to_transform is None and not targets.layers_pattern):
+        # a plain list of names (mcl's own adapters): PEFT's rule, without importing peft (and torch) to apply it
+        return module in names or any(module.endswith(f".{name}") for name in names)
     from peft.tuners.tuners_utils import check_target_module_exists
 
-    return targets is None or bool(check_target_module_exists(targets, module))
+    return bool(check_target_module_exists(targets, module))
 
 
 def check_structure(state: AdapterState) -> None:
