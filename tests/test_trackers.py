@@ -1,5 +1,6 @@
 """`train.log_with` trackers get per-step losses and, after each task, every task's score and loss, OP/BWT/forgetting
-so far and the method's terms (I-LoRA: CE_cur, CE_buf, consistency, ‖slow − fast‖); read back with TensorBoard's reader."""
+so far and the method's terms (I-LoRA: CE_cur, CE_buf, consistency, ‖slow − fast‖); read back with TensorBoard's reader.
+Progress bars name I-LoRA's learners, never an internal view name."""
 
 import json
 import random
@@ -46,12 +47,14 @@ def _scalars(run_dir):
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
-def test_tensorboard_gets_step_losses_task_scores_cl_metrics_and_ilora_terms(setting, tmp_path):
+def test_tensorboard_gets_step_losses_task_scores_cl_metrics_and_ilora_terms(setting, tmp_path, capfd):
     cfg = load_config(None, model=setting["model"], tasks=setting["tasks"], method="ilora", runs_dir=str(tmp_path),
                       **{"train.steps_per_task": 4, "train.batch_size": 4, "train.warmup": 1, "train.log_every": 2,
                          "train.log_with": "tensorboard", "eval.max_examples": 4, "eval.batch_size": 4,
                          "method_args.buffer_size": 8, "lora.r": 2})
-    run_dir = train(cfg, progress_bar=False)
+    run_dir = train(cfg, progress_bar=True)
+    bars = capfd.readouterr().err
+    assert "scoring the slow learner" in bars and "scoring the fast learner" in bars and "scoring slow" not in bars
     tags = _scalars(run_dir)
     assert not [t for t in tags if "phase" in t]  # the phase is the step, not a series
     assert [s for s, _ in tags["train/loss"]] == [2, 4, 6, 8]  # steps count across the run
