@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mcl.train.metrics import cl_metrics, cl_metrics_loss
+from mcl.train.scoring import read_phase_scores
 
 
 def step_values(row: dict[str, float]) -> dict[str, float]:
@@ -29,8 +30,6 @@ def task_end_values(run_dir: Path, tasks: list[str], phase: int, views: tuple[st
     Tags: `eval/<task>/score|loss` (`eval_<view>/...` for a method's further views, e.g. I-LoRA's fast
     learner), `cl/score_OP|BWT|forgetting`, `cl/loss_OP|BWT|forgetting`, `task_end/<term>`.
     """
-    from mcl.train.scoring import read_phase_scores
-
     phases = [read_phase_scores(run_dir / "metrics" / f"phase-{k}.json", tasks, views) for k in range(phase + 1)]
     seen = list(dict.fromkeys(t for p in phases for t in p["tasks"]))
     out: dict[str, float] = {}
