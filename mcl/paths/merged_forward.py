@@ -2,9 +2,12 @@
 
 A point of a plain-LoRA space (factors, delta) changes the model only through ΔW = s·B·A per module,
 so the forward pass can run on merged weights instead of PEFT's unmerged LoRA layers (one matmul per
-module instead of three): the same function up to float rounding, and faster. `bind_merged` keeps a
-pristine copy of every touched base weight and writes W0 + ΔW(t) in place at each `apply`; closing the
-binding copies W0 back, bit for bit. DoRA adapters are not a plain ΔW and keep the unmerged binding.
+module instead of three): the same function up to float rounding, and faster, so sweeps use it by
+default. `MergedForwardBinding` writes W0 + ΔW(t) at each `apply` through the merged space's binding: in
+place for fp32 weights (W0 copied back bit for bit on close), into an fp32 working copy of each adapted
+weight on bf16/fp16 bases and for tied weights (the module then computes in fp32; its own weights are
+never touched), so no base precision rounds ΔW away. DoRA adapters are not a plain ΔW and keep the
+unmerged binding.
 """
 
 from __future__ import annotations
