@@ -71,7 +71,7 @@ def score(name: str, f: Callable[[float], float], search: AdaptiveSearch, refere
     found = search_barrier(f, search)
     seconds = time.perf_counter() - t0
     n = len(found.t)
-    close = lambda b: abs(b - ref) <= TOLERANCE * ref or abs(b - ref) <= 1e-9  # noqa: E731
+    close = lambda b: b >= (1.0 - TOLERANCE) * ref - 1e-9  # noqa: E731  (a coarse reference may lie below)
     to_2pc = next((k for k in range(search.coarse, n + 1) if close(barrier(found.t[:k], found.v[:k]))), None)
     uniform = np.linspace(0.0, 1.0, n)
     return {"case": name, "reference": ref, "auto": barrier(found.t, found.v), "evals": n, "to_2pc": to_2pc,
@@ -88,27 +88,35 @@ def check(rows: list[dict], rtol: float) -> dict:
 
 
 def real_curves(run: Path, examples: int) -> Iterator[tuple[str, Callable[[float], float]]]:
-    """Loss along the factor-space line between consecutive task adapters of a run, on each pair's tasks."""
+    """Loss along factor-space lines on the tiny model: the built barrier pair (benchmarks/barrier_pair.py) and the
+    run's first two task adapters as they are, each on both tasks."""
+    import tempfile
+
+    from barrier_pair import build_pair, task_dirs
+
     from mcl.adapters import read_adapter
     from mcl.analysis import evaluators
     from mcl.models import load_base
     from mcl.paths import Linear
     from mcl.paths.merged_forward import bind_for_forward
 
-    dirs = sorted((run / "tasks").iterdir(), key=lambda d: int(d.name.split("-")[0]))
-    states = [read_adapter(d) for d in dirs]
-    model, tok = load_base(states[0].base_model)
-    names = [s.meta["task"] for s in states]
+    first, second = task_dirs(run)[:2]
+    with tempfile.TemporaryDirectory() as tmp:
+        built = [read_adapter(d) for d in build_pair(run, Path(tmp))]
+    plain = [read_adapter(first), read_adapter(second)]
+    model, tok = load_base(plain[0].base_model)
+    names = [s.meta["task"] for s in plain]
     evals = dict(zip(names, evaluators(tok, names, "eval", 50, 256, examples)))
-    for (da, a), (db, b) in zip(zip(dirs, states), zip(dirs[1:], states[1:])):
+    for label, (a, b) in ((f"barrier pair {first.name}→{second.name}(−A,−B/4)", built),
+                          (f"{first.name}→{second.name}", plain)):
         path = Linear(a, b, space="factors")
-        for task in (a.meta["task"], b.meta["task"]):
+        for task in names:
             with bind_for_forward(path, model) as live:
                 def loss(t: float, live=live, path=path, task=task) -> float:
                     live.apply(path.point(t))
                     return evals[task].loss_evaluator.loss(live.model)
 
-                yield f"{da.name}→{db.name} factors, {task}", loss
+                yield f"{label}, {task}", loss
 
 
 def random_curves(n: int, seed: int = 0) -> Iterator[tuple[str, Callable[[float], float]]]:

@@ -1,8 +1,9 @@
 """mcl's training step (seq, ER, I-LoRA) against the bare transformers + peft loop a user would write.
 
 One process, one base model (fresh copy per method), the same LoRA config, batches, AdamW and gradient
-clipping everywhere. The bare loop is `model(input_ids, attention_mask, labels=labels).loss` (HF's own
-loss over all positions), backward, clip, step — on exactly the batches mcl's loop builds for the
+clipping everywhere. The bare loop is the lean one a competent user writes: transformers' `logits_to_keep`
+(the LM head only at positions that predict a label, as mcl does) and the mean cross-entropy over the
+label tokens (HF's loss), backward, clip, step — on exactly the batches mcl's loop builds for the
 second task (`make_batch`, so data loading costs the same in both). mcl's time is its loop's own clock
 for the second task (`train_seconds` of phase 1, where ER/I-LoRA replay and I-LoRA's slow forward,
 consistency loss and slow update are active). Methods run interleaved, `--repeats` times; the fastest
@@ -31,7 +32,8 @@ import torch
 
 
 def bare_loop(cfg, device: torch.device, make: Callable[[int], dict], steps: int) -> tuple[float, float]:
-    """(wall, CPU) seconds of the user's loop over batches make(0..steps-1) (HF loss via labels, AdamW, clipping)."""
+    """(wall, CPU) seconds of the user's lean loop over batches make(0..steps-1) (LM head at label positions via
+    `logits_to_keep`, mean answer-token cross-entropy, AdamW, clipping)."""
     from mcl.adapters import add_lora
     from mcl.models import load_base
 
@@ -46,9 +48,13 @@ def bare_loop(cfg, device: torch.device, make: Callable[[int], dict], steps: int
     t0, cpu0 = time.perf_counter(), time.process_time()
     for step in range(steps):
         b = make(step)
+        targets = b["labels"][:, 1:].to(device)
+        keep = (targets != -100).any(0).nonzero().squeeze(1)  # positions whose logits predict a label
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-            loss = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device),
-                         labels=b["labels"].to(device)).loss
+            logits = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device),
+                           logits_to_keep=keep).logits
+            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets[:, keep].flatten(),
+                                                     ignore_index=-100)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.train.max_grad_norm)
         opt.step()

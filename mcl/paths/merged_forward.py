@@ -17,7 +17,7 @@ import torch
 from mcl.adapters import AdapterState
 from mcl.errors import MclError
 from mcl.paths.curves import InterpolationPath
-from mcl.paths.lora_math import delta_weight, lora_terms
+from mcl.paths.lora_math import delta_weight, lora_terms, module_scale
 from mcl.paths.spaces import Binding, MergedSpace
 
 MERGEABLE_SPACES = ("factors", "delta")
@@ -39,8 +39,18 @@ class MergedForwardBinding(Binding):
 
     @torch.no_grad()
     def apply(self, point: AdapterState) -> None:
-        """Write W0 + ΔW(point) into the base weights."""
-        super().apply(delta_state(point))
+        """Write W0 + s·B·A of every module into its (working) weight in one fused matmul-add, no ΔW temporary."""
+        terms = lora_terms(point, "merged")
+        if {t.module + ".weight" for t in terms} != self.targets.keys():
+            raise ValueError("point does not match the bound layout (bind once per path)")
+        for term in terms:
+            w, w0 = self.targets[term.module + ".weight"], self._offsets[term.module + ".weight"]
+            a, b = point.tensors[term.a_key].to(w.dtype), point.tensors[term.b_key].to(w.dtype)
+            left, right = (a.T, b.T) if term.transposed else (b, a)
+            if w0.dtype == w.dtype:
+                torch.addmm(w0, left, right, alpha=module_scale(point, term), out=w)
+            else:  # an fp32 working copy over a bf16/fp16 W0
+                w.copy_(w0).addmm_(left, right, alpha=module_scale(point, term))
 
 
 def can_merge(path: InterpolationPath) -> bool:
