@@ -222,12 +222,12 @@ def test_bad_pairs_are_one_line_errors(setting, tmp_path, capsys, argv, text, ma
     assert not (tmp_path / "out").exists()
 
 
-def test_plotting_libraries_load_only_to_draw(setting, tmp_path):
-    import subprocess
+def test_plotting_libraries_load_only_to_draw(setting, tmp_path, monkeypatch):
     import sys
 
-    code = ("import sys; from mcl.cli.barrier_cmd import main; "
-            f"main([{setting['a']!r}, {setting['b']!r}, '--data', {setting['tasks'][0]!r}, '--points', '2', "
-            "'--quiet', '--no-cache']); print(sorted(m for m in ('matplotlib', 'plotly') if m in sys.modules))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert proc.stdout.strip().splitlines()[-1] == "[]"
+    for blocked in ("mcl.analysis.plots", "matplotlib.figure", "plotly.graph_objects", "plotly.subplots"):
+        monkeypatch.setitem(sys.modules, blocked, None)  # importing any of them now fails
+    argv = [setting["a"], setting["b"], "--data", setting["tasks"][0], "--points", "2", "--quiet", "--no-cache"]
+    assert main(argv) == 0
+    with pytest.raises(ImportError):
+        main([*argv, "--out", str(tmp_path / "out")])
