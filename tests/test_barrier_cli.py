@@ -199,6 +199,9 @@ def test_chain_and_pairs_file_sweep_every_pair_in_one_process(setting, tmp_path,
     assert main(["--pairs", str(listed), *common, "--out", str(tmp_path / "listed")]) == 0
     again = json.loads((tmp_path / "listed" / "1_b--c" / "barrier.json").read_text())
     assert again["tasks"] == second["tasks"]  # the same pair gives the same numbers
+    assert main([setting["a"], setting["b"], *common, "--out", str(chain)]) == 0  # one pair into the chain's dir
+    assert sorted(p.name for p in chain.iterdir()) == ["barrier.json", "path.csv", "path.html", "path.png",
+                                                       "plotly.min.js"]  # nothing left of the chain's outputs
 
 
 @pytest.mark.parametrize("argv,text,match", [
