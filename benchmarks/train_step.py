@@ -48,13 +48,13 @@ def bare_loop(cfg, device: torch.device, make: Callable[[int], dict], steps: int
     t0, cpu0 = time.perf_counter(), time.process_time()
     for step in range(steps):
         b = make(step)
-        targets = b["labels"][:, 1:].to(device)
-        keep = (targets != -100).any(0).nonzero().squeeze(1)  # positions whose logits predict a label
+        targets = b["labels"][:, 1:]
+        keep = (targets != -100).any(0).nonzero().squeeze(1)  # positions whose logits predict a label (on the CPU)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
             logits = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device),
-                           logits_to_keep=keep).logits
-            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets[:, keep].flatten(),
-                                                     ignore_index=-100)
+                           logits_to_keep=keep.to(device)).logits
+            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(),
+                                                     targets[:, keep].flatten().to(device), ignore_index=-100)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.train.max_grad_norm)
         opt.step()
