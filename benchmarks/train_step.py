@@ -16,7 +16,7 @@ reported beside wall time: on a machine shared with other jobs it is the steadie
          [--mixed-precision bf16] [--json OUT.json]
 
 Prints ms/step, tokens/s and peak CUDA memory (on a GPU) per method, then the two ratios the issue sets
-targets for: ilora/er step time (target <= 1.25x) and mcl seq / bare tokens/s (target >= 0.95x).
+targets for: ilora/er step time (target <= 1.25x) and mcl seq / lean bare tokens/s (target >= 1.0x, issue 24).
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"ilora / er step time:         {ratios['ilora_over_er_step_time']:.3f}x   (target <= 1.25x)")
     if "seq" in rows and "bare" in rows:
         ratios["seq_over_bare_tokens_per_s"] = rows["seq"]["tokens_per_s"] / rows["bare"]["tokens_per_s"]
-        print(f"mcl seq / bare loop tokens/s: {ratios['seq_over_bare_tokens_per_s']:.3f}x   (target >= 0.95x)")
+        print(f"mcl seq / bare loop tokens/s: {ratios['seq_over_bare_tokens_per_s']:.3f}x   (target >= 1.0x against the lean loop)")
     result = {"setup": setup, "methods": rows, "ratios": ratios}
     if a.json:
         from mcl.io import write_json_atomic
