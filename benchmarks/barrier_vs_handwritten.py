@@ -1,4 +1,4 @@
-"""End to end, as processes: `mcl-barrier --points auto` vs a hand-written transformers + peft loop of 21 and 101 points.
+"""End to end, as processes: `mcl-barrier --points auto` vs hand-written transformers + peft loops of 21 and 101 points.
 
 Run: `python benchmarks/barrier_vs_handwritten.py RUN_DIR [--examples 50] [--threads 1] [--repeats 3]` where
 RUN_DIR is a SeqFT run on the shipped tiny model (see benchmarks/adaptive_barrier.py). The pair is the one
@@ -120,10 +120,10 @@ def main() -> None:
                                                   str(args.threads), "--batch-size", str(args.batch_size), "--child",
                                                   str(ASSET_DIR), str(a), str(b), str(examples), str(out)], out)
             out = work / f"mcl-{task}"
-            variants[(task, "mcl")] = ([sys.executable, "-m", "mcl.cli.barrier_cmd", str(a), str(b), "--points", "auto",
-                                        "--tasks", task, "--limit", str(args.examples), "--threads", str(args.threads),
-                                        "--batch-size", str(args.batch_size), "--no-cache", "--quiet", "--out", str(out)],
-                                       out / "barrier.json")
+            mcl = [sys.executable, "-m", "mcl.cli.barrier_cmd", str(a), str(b), "--points", "auto", "--tasks", task,
+                   "--limit", str(args.examples), "--threads", str(args.threads), "--batch-size", str(args.batch_size),
+                   "--no-cache", "--quiet", "--out", str(out)]
+            variants[(task, "mcl")] = (mcl, out / "barrier.json")
         order = list(variants)
         seconds = {k: [] for k in order}
         for r in range(args.repeats):

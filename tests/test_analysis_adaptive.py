@@ -20,7 +20,8 @@ from mcl.paths import Linear
 from mcl.paths.lora_math import delta_weight, lora_terms
 
 WORDS = "red green blue cat dog fish one two three sun moon star".split()
-_spec = importlib.util.spec_from_file_location("adaptive_barrier", Path(__file__).parents[1] / "benchmarks" / "adaptive_barrier.py")
+_spec = importlib.util.spec_from_file_location("adaptive_barrier",
+                                               Path(__file__).parents[1] / "benchmarks" / "adaptive_barrier.py")
 bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
 

@@ -189,7 +189,8 @@ def test_chain_and_pairs_file_sweep_every_pair_in_one_process(setting, tmp_path,
     assert main([setting["a"], setting["b"], c, *common, "--out", str(chain)]) == 0
     assert len(loads) == 1  # one base model for both pairs
     index = json.loads((chain / "pairs.json").read_text())["pairs"]
-    assert [(p["a"], p["b"], p["dir"]) for p in index] == [(setting["a"], setting["b"], "0_a--b"), (setting["b"], c, "1_b--c")]
+    assert [(p["a"], p["b"], p["dir"]) for p in index] == [(setting["a"], setting["b"], "0_a--b"),
+                                                           (setting["b"], c, "1_b--c")]
     first = json.loads((chain / "0_a--b" / "barrier.json").read_text())
     second = json.loads((chain / "1_b--c" / "barrier.json").read_text())
     assert (first["a"], first["b"], second["a"], second["b"]) == (setting["a"], setting["b"], setting["b"], c)
@@ -199,9 +200,10 @@ def test_chain_and_pairs_file_sweep_every_pair_in_one_process(setting, tmp_path,
     assert main(["--pairs", str(listed), *common, "--out", str(tmp_path / "listed")]) == 0
     again = json.loads((tmp_path / "listed" / "1_b--c" / "barrier.json").read_text())
     assert again["tasks"] == second["tasks"]  # the same pair gives the same numbers
+    (chain / "7_mine--keep").mkdir()  # a user's dir that only looks like a pair's
     assert main([setting["a"], setting["b"], *common, "--out", str(chain)]) == 0  # one pair into the chain's dir
-    assert sorted(p.name for p in chain.iterdir()) == ["barrier.json", "path.csv", "path.html", "path.png",
-                                                       "plotly.min.js"]  # nothing left of the chain's outputs
+    assert sorted(p.name for p in chain.iterdir()) == ["7_mine--keep", "barrier.json", "path.csv", "path.html",
+                                                       "path.png", "plotly.min.js"]  # none of the chain's outputs
 
 
 @pytest.mark.parametrize("argv,text,match", [

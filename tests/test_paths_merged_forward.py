@@ -69,7 +69,8 @@ def test_bf16_base_merges_exactly_into_an_fp32_working_copy(make_tiny_llama):
     bf16 = make_tiny_llama().to(torch.bfloat16)
     q = bf16.get_submodule("model.layers.0.self_attn.q_proj")
     w0, before = q.weight, q.weight.detach().clone()
-    term = next(t for t in lora_terms(path.point(0.3), "merged") if t.relative_module == "model.layers.0.self_attn.q_proj")
+    term = next(t for t in lora_terms(path.point(0.3), "merged")
+                if t.relative_module == "model.layers.0.self_attn.q_proj")
     x = torch.randn(3, q.in_features, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
     with bind_for_forward(path, bf16) as live:
         live.apply(path.point(0.3))

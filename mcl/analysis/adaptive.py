@@ -151,7 +151,8 @@ def _bumps(curve: _Curve, noise: float) -> list[float]:
     """Interior local maxima of the rise above the chord that rise above it by more than `noise`, highest first."""
     ts = sorted(curve.values)
     rise = [curve.rise(t) for t in ts]
-    peaks = [ts[i] for i in range(1, len(ts) - 1) if rise[i] > noise and rise[i] >= rise[i - 1] and rise[i] >= rise[i + 1]]
+    peaks = [ts[i] for i in range(1, len(ts) - 1)
+             if rise[i] > noise and rise[i] >= rise[i - 1] and rise[i] >= rise[i + 1]]
     return sorted(peaks, key=curve.rise, reverse=True)
 
 
