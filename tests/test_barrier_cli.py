@@ -238,3 +238,20 @@ def test_plotting_libraries_load_only_to_draw(setting, tmp_path, monkeypatch):
     assert main(argv) == 0
     with pytest.raises(ImportError):
         main([*argv, "--out", str(tmp_path / "out")])
+
+
+@pytest.mark.parametrize("space", ["factors", "delta"])
+def test_merged_forwards_by_default_equal_peft_layers(setting, tmp_path, space):
+    from mcl.cli.barrier_cmd import build_parser
+
+    assert build_parser().parse_args(["A", "B"]).merge is True
+    results = []
+    for flag in ("--merge", "--no-merge"):
+        out = tmp_path / flag
+        assert main([setting["a"], setting["b"], "--data", *setting["tasks"], "--space", space, "--points", "4",
+                     flag, "--quiet", "--no-cache", "--out", str(out)]) == 0
+        results.append(json.loads((out / "barrier.json").read_text())["tasks"])
+    merged, unmerged = results
+    for task in merged:
+        assert merged[task]["loss"] == pytest.approx(unmerged[task]["loss"], abs=1e-6)
+        assert len(set(merged[task]["loss"])) == 4
