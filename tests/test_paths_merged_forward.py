@@ -13,7 +13,8 @@ from mcl.data.task import Example
 from mcl.eval import LossEvaluator
 from mcl.paths import Linear
 from mcl.paths.lora_math import delta_weight, lora_terms
-from mcl.paths.merged_forward import MergedForwardBinding, bind_for_forward, can_merge
+from mcl.paths.merged_forward import MergedForwardBinding, bind_for_forward, can_merge, delta_state
+from mcl.paths.spaces import working_copy_bytes
 
 TEXTS = ["The committee voted 7 to 2.", "def add(a, b):", "Stance: favor", "Inflation rose in March."]
 
@@ -67,6 +68,9 @@ def test_bf16_base_merges_exactly_into_an_fp32_working_copy(make_tiny_llama):
     fp32 = make_tiny_llama()
     path = Linear(random_adapter(fp32, 1), random_adapter(fp32, 2), space="delta")
     bf16 = make_tiny_llama().to(torch.bfloat16)
+    adapted = [m for n, m in bf16.named_modules() if n.endswith(("q_proj", "v_proj", "up_proj"))]
+    assert working_copy_bytes(bf16, delta_state(path.point(0.0))) == 4 * sum(m.weight.numel() for m in adapted)
+    assert working_copy_bytes(fp32, delta_state(path.point(0.0))) == 0
     q = bf16.get_submodule("model.layers.0.self_attn.q_proj")
     w0, before = q.weight, q.weight.detach().clone()
     term = next(t for t in lora_terms(path.point(0.3), "merged")
@@ -90,6 +94,7 @@ def test_tied_lm_head_gets_its_own_copy_and_matches_unmerged(tiny_llama, tiny_to
     evaluator = LossEvaluator(tiny_tokenizer, [Example(t, t[::-1]) for t in TEXTS], batch_size=2)
     path = Linear(*(random_adapter(tiny_llama, seed, target_modules=["lm_head", "q_proj"]) for seed in (1, 2)))
     embedding = tiny_llama.model.embed_tokens.weight.detach().clone()
+    assert working_copy_bytes(tiny_llama, delta_state(path.point(0.0))) == 4 * embedding.numel()  # lm_head alone
     with path.bind(tiny_llama) as live:
         live.apply(path.point(0.4))
         unmerged = evaluator.loss(live.model)

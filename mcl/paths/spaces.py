@@ -244,6 +244,18 @@ def _shared_weights(model: torch.nn.Module) -> set[int]:
     return {ptr for ptr, n in seen.items() if n > 1}
 
 
+def _needs_working_copy(weight: torch.Tensor, shared: set[int]) -> bool:
+    """Whether MergedSpace.bind gives this weight an fp32 working copy (low precision or tied) over writing it."""
+    return weight.dtype not in (torch.float32, torch.float64) or weight.data_ptr() in shared
+
+
+def working_copy_bytes(model: torch.nn.Module, point: AdapterState) -> int:
+    """Bytes of the fp32 working copies `MergedSpace().bind(model, point)` would allocate (0 on fp32 bases)."""
+    shared = _shared_weights(model)
+    weights = [_base_module(model, key.removesuffix(".weight")).weight for key in point.tensors]
+    return sum(4 * w.numel() for w in weights if _needs_working_copy(w, shared))
+
+
 def _fp32_working_copy(mod: torch.nn.Module) -> tuple[torch.nn.Parameter, Callable[[], None]]:
     """Give `mod` fp32 copies of its weight (and bias) and run it in fp32; returns the copy and the undo.
 
@@ -299,13 +311,13 @@ class MergedSpace(Space):
         for key in point.tensors:
             mod = _base_module(model, key.removesuffix(".weight"))
             w = mod.weight
-            if w.dtype in (torch.float32, torch.float64) and w.data_ptr() not in shared:
-                targets[key], offsets[key] = w, w.detach().clone()
-                undo.append(lambda w=w, w0=offsets[key]: w.data.copy_(w0))
-            else:
+            if _needs_working_copy(w, shared):
                 targets[key], restore_module = _fp32_working_copy(mod)
                 offsets[key] = w
                 undo.append(restore_module)
+            else:
+                targets[key], offsets[key] = w, w.detach().clone()
+                undo.append(lambda w=w, w0=offsets[key]: w.data.copy_(w0))
         is_peft = isinstance(model, PeftModel)
 
         @torch.no_grad()
