@@ -195,8 +195,6 @@ def test_chain_and_pairs_file_sweep_every_pair_in_one_process(setting, tmp_path,
     second = json.loads((chain / "1_b--c" / "barrier.json").read_text())
     assert (first["a"], first["b"], second["a"], second["b"]) == (setting["a"], setting["b"], setting["b"], c)
     assert (chain / "1_b--c" / "path.png").is_file() and "== pair 1:" in capsys.readouterr().out
-    assert (chain / "plotly.min.js").is_file() and not (chain / "1_b--c" / "plotly.min.js").exists()
-    assert 'src="../plotly.min.js"' in (chain / "1_b--c" / "path.html").read_text()
     listed = tmp_path / "pairs.txt"
     listed.write_text(f"# from the chain\n{setting['a']} {setting['b']}\n\n  '{setting['b']}'   {c}\n")
     assert main(["--pairs", str(listed), *common, "--out", str(tmp_path / "listed")]) == 0
@@ -205,7 +203,7 @@ def test_chain_and_pairs_file_sweep_every_pair_in_one_process(setting, tmp_path,
     (chain / "7_mine--keep").mkdir()  # a user's dir that only looks like a pair's
     assert main([setting["a"], setting["b"], *common, "--out", str(chain)]) == 0  # one pair into the chain's dir
     assert sorted(p.name for p in chain.iterdir()) == ["7_mine--keep", "barrier.json", "path.csv", "path.html",
-                                                       "path.png", "plotly.min.js"]  # none of the chain's outputs
+                                                       "path.png"]  # none of the chain's outputs
 
 
 @pytest.mark.parametrize("argv,text,match", [
