@@ -348,7 +348,7 @@ def make_pair_path(args: argparse.Namespace, a: AdapterState, controls: list[Ada
 
 def barrier_pair(args: argparse.Namespace, header: dict[str, Any], path, model, tasks, points, settings,
                  out: Path | None) -> dict[str, Any]:
-    """Sweep one path, print its barrier table, write its outputs into `out` (barrier.json last); returns barrier.json.
+    """Sweep one path, print its barrier table, write its outputs into `out` (barrier.json last); returns that JSON.
 
     `header` holds barrier.json's fields about the pair (a, b, base, path, space, controls, align, split,
     max_len). Under torchrun every rank sweeps (sharing the work); only the main one prints and writes.
