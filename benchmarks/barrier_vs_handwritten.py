@@ -1,54 +1,54 @@
-"""Time to a loss barrier within 2% of the 101-point value: a hand-written transformers + peft loop vs mcl.
+"""End to end, as processes: `mcl-barrier --points auto` vs hand-written transformers + peft loops of 21 and 101 points.
 
-Run: `python benchmarks/barrier_vs_handwritten.py RUN_DIR [--examples 50] [--threads 1]` (RUN_DIR: a SeqFT
-run on the shipped tiny model, see benchmarks/adaptive_barrier.py). Cases: the first two task adapters
-(scored on the first task) and the first adapter with its sign-flipped twin (−A, −B), both linear in
-factor space. The hand-written loop is what a user would write: one PeftModel, per point
-`set_peft_model_state_dict` with the interpolated factors, batches padded by the tokenizer, HF's
-full-vocabulary logits and a summed cross-entropy, on a 101-point grid. mcl runs `--points auto`
-(coarse grid + bounded search) with merged forwards, the LM head at label positions only, no cache.
-Prints seconds, evaluated points, each barrier and the ratio hand ÷ mcl, from one run.
+Run: `python benchmarks/barrier_vs_handwritten.py RUN_DIR [--examples 50] [--threads 1] [--repeats 3]` where
+RUN_DIR is a SeqFT run on the shipped tiny model (see benchmarks/adaptive_barrier.py). The pair is the one
+benchmarks/barrier_pair.py builds from it: a real factor-space loss barrier with its peak off t = 0.5. One
+case per task of the pair. Every variant is its own process, start-up included, timed from outside in
+rotating order (`--repeats` rounds; medians reported):
+- `hand 21` / `hand 101`: what a user writes (this file, `--hand N`): torch + transformers + peft only, one
+  PeftModel, per point `set_peft_model_state_dict` with the interpolated factors, batches padded by the
+  tokenizer, HF's full-vocabulary logits and a summed cross-entropy over the answer tokens;
+- `mcl`: `mcl-barrier A B --points auto --tasks TASK --limit N --no-cache --out DIR` (defaults otherwise:
+  merged forwards, LM head at label positions only; it also writes its CSV, PNG and HTML).
+Accuracy is against the 101-point loop's barrier (max above the chord). Prints one row per (case, variant):
+median seconds, points evaluated, barrier, error vs the 101-point reference, and the speed-up of mcl.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from peft import PeftModel, set_peft_model_state_dict
-
-from mcl.adapters import AdapterState, read_adapter
-from mcl.analysis import AdaptiveSearch, barriers, evaluators, path_barriers, sweep
-from mcl.models import load_base
-from mcl.paths import Linear
-from mcl.paths.lora_math import lora_terms
+HAND_POINTS = (21, 101)
 
 
-def sign_flipped(state: AdapterState) -> AdapterState:
-    """(−A, −B): the same ΔW, the opposite factors."""
-    tensors = dict(state.tensors)
-    for term in lora_terms(state, "factors"):
-        tensors[term.a_key], tensors[term.b_key] = -state.tensors[term.a_key], -state.tensors[term.b_key]
-    return AdapterState(dict(state.config), tensors, meta=dict(state.meta))
+def hand_loop(points: int, base: str, a_dir: str, b_dir: str, examples: str, batch_size: int) -> list[float]:
+    """Token-pooled answer loss at `points` evenly spaced t, the way a transformers + peft user writes it."""
+    import torch
+    import torch.nn.functional as F
+    from peft import PeftModel, set_peft_model_state_dict
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-
-def hand_written(base, adapter_dir: str, a: AdapterState, b: AdapterState, tok, examples, batch_size: int) -> list[float]:
-    """Token-pooled answer loss at 101 t values, the way a transformers + peft user writes it."""
-    model = PeftModel.from_pretrained(copy.deepcopy(base), adapter_dir).eval()
+    tok = AutoTokenizer.from_pretrained(base)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), a_dir).eval()
+    a, b = (load_file(f"{d}/adapter_model.safetensors") for d in (a_dir, b_dir))
     encoded = []
-    for e in examples:
-        prompt = tok(e.prompt, add_special_tokens=False)["input_ids"]
-        answer = tok(e.answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    for e in json.loads(Path(examples).read_text()):
+        prompt = tok(e["prompt"], add_special_tokens=False)["input_ids"]
+        answer = tok(e["answer"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         prefix = [tok.bos_token_id] if tok.bos_token_id is not None else []
         encoded.append((prefix + prompt + answer, [-100] * (len(prefix) + len(prompt)) + answer))
     losses = []
-    for t in np.linspace(0, 1, 101):
-        set_peft_model_state_dict(model, {k: (1 - t) * a.tensors[k] + t * b.tensors[k] for k in a.tensors})
+    for t in torch.linspace(0, 1, points).tolist():
+        set_peft_model_state_dict(model, {k: (1 - t) * a[k] + t * b[k] for k in a})
         total, count = 0.0, 0
         with torch.no_grad():
             for s in range(0, len(encoded), batch_size):
@@ -64,35 +64,90 @@ def hand_written(base, adapter_dir: str, a: AdapterState, b: AdapterState, tok, 
     return losses
 
 
+def chord_barrier(t: list[float], v: list[float]) -> float:
+    """max over the points of v minus the chord between the endpoints."""
+    return max(y - ((1 - x) * v[0] + x * v[-1]) for x, y in zip(t, v))
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> float:
+    """Wall seconds of one process (it must succeed)."""
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
 def main() -> None:
-    """Run both cases and print the table."""
+    """Build the pair, time every variant per case in rotating order, print the table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("run", type=Path, help="a SeqFT run directory on the tiny model")
+    ap.add_argument("run", type=Path, nargs="?", help="a SeqFT run directory on the tiny model")
     ap.add_argument("--examples", type=int, default=50)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3, help="rounds of every variant, in rotating order (default 3)")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--hand", type=int, metavar="N", help=argparse.SUPPRESS)  # child mode: the hand loop
+    ap.add_argument("--child", nargs=5, metavar=("BASE", "A", "B", "EXAMPLES", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    dirs = sorted((args.run / "tasks").iterdir(), key=lambda d: int(d.name.split("-")[0]))[:2]
-    a, b = (read_adapter(d) for d in dirs)
-    base, tok = load_base(a.base_model)
-    task = evaluators(tok, [a.meta["task"]], "eval", 32, 256, args.examples)[0]
-    print(f"tiny model, task {a.meta['task']} ({args.examples} eval examples), {torch.get_num_threads()} thread(s)")
-    print(f"{'case':<22} {'hand s':>7} {'hand pts':>8} {'hand barrier':>12} {'mcl s':>7} {'mcl pts':>7} "
-          f"{'mcl barrier':>11} {'rel err':>8} {'hand/mcl':>9} {'|Δloss| t=0,1':>14}")
-    for name, (x, y) in {f"{dirs[0].name}→{dirs[1].name}": (a, b), f"{dirs[0].name} sign twin": (a, sign_flipped(a))}.items():
-        t0 = time.perf_counter()
-        hand = hand_written(base, str(dirs[0]), x, y, tok, task.examples, 32)
-        t1 = time.perf_counter()
-        frame = sweep(Linear(x, y, space="factors"), base, [task], AdaptiveSearch(), cache=False, progress=False,
-                      merged=True)
-        t2 = time.perf_counter()
-        ref = barriers(np.linspace(0, 1, 101), hand)["max_minus_linear"]
-        got = path_barriers(frame)[task.task.name]["barrier"]["loss"]["max_minus_linear"]
-        rel = abs(got - ref) / ref if ref > 0 else abs(got - ref)
-        ends = frame.sort_values("t")["loss"].to_numpy()[[0, -1]]
-        agree = max(abs(ends[0] - hand[0]), abs(ends[1] - hand[-1]))
-        print(f"{name:<22} {t1 - t0:>7.1f} {101:>8d} {ref:>12.4f} {t2 - t1:>7.1f} {len(frame):>7d} {got:>11.4f} "
-              f"{rel:>8.2%} {(t1 - t0) / (t2 - t1):>8.2f}x {agree:>14.1e}")
+    if args.hand:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        base, a, b, examples, out = args.child
+        Path(out).write_text(json.dumps(hand_loop(args.hand, base, a, b, examples, args.batch_size)))
+        return
+
+    from barrier_pair import build_pair
+
+    from mcl.adapters import read_adapter
+    from mcl.data.load import load_tasks
+    from mcl.models.tiny import ASSET_DIR
+
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        a, b = build_pair(args.run, work / "pair")
+        tasks = [read_adapter(d).meta["task"] for d in (a, b)]
+        print(f"tiny model, pair {a.name} = {args.run.name} task 0, {b.name} = task 1 as (−A, −B/4); "
+              f"{args.examples} eval examples; {args.threads} thread(s); {args.repeats} rounds, medians")
+        variants, results = {}, {}
+        for task in tasks:
+            examples = work / f"{task}.json"
+            examples.write_text(json.dumps([{"prompt": e.prompt, "answer": e.answer}
+                                            for e in load_tasks([task])[0].split("eval")[:args.examples]]))
+            for n in HAND_POINTS:
+                out = work / f"hand{n}-{task}.json"
+                variants[(task, f"hand {n}")] = ([sys.executable, __file__, "--hand", str(n), "--threads",
+                                                  str(args.threads), "--batch-size", str(args.batch_size), "--child",
+                                                  str(ASSET_DIR), str(a), str(b), str(examples), str(out)], out)
+            out = work / f"mcl-{task}"
+            mcl = [sys.executable, "-m", "mcl.cli.barrier_cmd", str(a), str(b), "--points", "auto", "--tasks", task,
+                   "--limit", str(args.examples), "--threads", str(args.threads), "--batch-size", str(args.batch_size),
+                   "--no-cache", "--quiet", "--out", str(out)]
+            variants[(task, "mcl")] = (mcl, out / "barrier.json")
+        order = list(variants)
+        seconds = {k: [] for k in order}
+        for r in range(args.repeats):
+            for k in order[r % len(order):] + order[:r % len(order)]:
+                seconds[k].append(timed(variants[k][0], env))
+        for (task, name), (_, out) in variants.items():
+            if name == "mcl":
+                found = json.loads(out.read_text())["tasks"][task]
+                results[(task, name)] = (len(found["t"]), found["barrier"]["loss"]["max_minus_linear"],
+                                         found.get("resolved", True))
+            else:
+                losses = json.loads(out.read_text())
+                t = [i / (len(losses) - 1) for i in range(len(losses))]
+                results[(task, name)] = (len(losses), chord_barrier(t, losses), True)
+    print(f"{'case':<8} {'variant':<9} {'median s':>9} {'points':>6} {'barrier':>9} {'error vs 101':>12} "
+          f"{'resolved':>8} {'speed-up of mcl':>15}")
+    for task in tasks:
+        ref = results[(task, "hand 101")][1]
+        mcl_s = statistics.median(seconds[(task, "mcl")])
+        for name in ("hand 21", "hand 101", "mcl"):
+            s = statistics.median(seconds[(task, name)])
+            n, barrier, resolved = results[(task, name)]
+            print(f"{task:<8} {name:<9} {s:>9.1f} {n:>6d} {barrier:>9.4f} {(barrier - ref) / ref:>12.2%} "
+                  f"{'yes' if resolved else 'NO':>8} {s / mcl_s:>14.2f}x")
 
 
 if __name__ == "__main__":

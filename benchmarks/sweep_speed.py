@@ -1,10 +1,13 @@
-"""Sweep speed on the tiny model: in-place apply vs rebuilding the model per point, and cost per sweep point.
+"""Sweep speed on the tiny model: cost per sweep point against the plain merged-weights floor, and in-place apply.
 
 Run: `python benchmarks/sweep_speed.py [--examples 64] [--threads 1]`. Uses the shipped tiny model when its
 weights are present, else a random model of the same architecture (timings do not depend on the weights).
-Prints one row per interpolation space: building a point, applying it in place, rebuilding a PeftModel
-instead (ratio), one task's loss on the bound model, a whole sweep per point, and the share of the
-sweep that is not loss evaluation (point building, apply, binding, hashing).
+The floor is one task's loss on the plain base model (a forward through merged weights, no LoRA layers):
+what a sweep point cannot beat. Prints one row per interpolation space (factors and delta with their
+default merged forwards, and with `merged=False`, PEFT's unmerged LoRA layers): building a point, applying
+it in place, rebuilding a PeftModel instead (ratio), one task's loss on the bound model, a whole 11-point
+sweep per point, that ÷ the floor (goal for factors and delta: ≤ 1.05), and the share of the sweep that is
+not loss evaluation (point building, apply, binding, hashing).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from mcl.analysis import sweep
 from mcl.data.task import Example, Task, TaskSpec
 from mcl.eval import TaskEvaluator
 from mcl.paths import Linear
+from mcl.paths.merged_forward import bind_for_forward
 
 
 def timed(fn, repeat: int) -> float:
@@ -89,19 +93,23 @@ def main() -> None:
               f"LoRA r=8 on all linear layers ({sum(v.numel() for v in a.tensors.values()) / 1e3:.0f}k params); "
               f"{args.examples} eval examples; {torch.get_num_threads()} thread(s)")
         print(f"rebuilding a PeftModel per point (deepcopy base + from_pretrained): {rebuild_ms:.1f} ms")
-        print(f"{'space':<8} {'point ms':>9} {'apply ms':>9} {'rebuild/apply':>14} {'loss ms':>9} "
-              f"{'sweep ms/pt':>12} {'not loss':>9}")
-        for space in ("factors", "delta", "merged"):
+        floor_ms = timed(lambda: task.loss_evaluator.loss(model), 5)
+        print(f"floor: loss on the plain base model (merged weights, no LoRA layers): {floor_ms:.1f} ms")
+        print(f"{'space':<17} {'point ms':>9} {'apply ms':>9} {'rebuild/apply':>14} {'loss ms':>9} "
+              f"{'sweep ms/pt':>12} {'÷ floor':>8} {'not loss':>9}")
+        for space, merged in (("factors", True), ("delta", True), ("merged", True), ("factors", False),
+                              ("delta", False)):
             path = Linear(a, b, space=space)
             point_ms = timed(lambda: path.point(0.37), 50)
-            with path.bind(model) as live:
+            with bind_for_forward(path, model, merged) as live:
                 p = path.point(0.37)
                 apply_ms = timed(lambda: live.apply(p), 200)
                 loss_ms = timed(lambda: task.loss_evaluator.loss(live.model), 5)
-            sweep_ms = timed(lambda: sweep(path, model, [task], points=11, cache=False, progress=False), 3) / 11
-            print(f"{space:<8} {point_ms:>9.3f} {apply_ms:>9.3f} {rebuild_ms / apply_ms:>13.0f}x {loss_ms:>9.1f} "
-                  f"{sweep_ms:>12.1f} {1 - loss_ms / sweep_ms:>9.1%}")
-
+            sweep_ms = timed(lambda: sweep(path, model, [task], points=11, cache=False, progress=False,
+                                           merged=merged), 3) / 11
+            name = space if merged or space == "merged" else f"{space} (unmerged)"
+            print(f"{name:<17} {point_ms:>9.3f} {apply_ms:>9.3f} {rebuild_ms / apply_ms:>13.0f}x {loss_ms:>9.1f} "
+                  f"{sweep_ms:>12.1f} {sweep_ms / floor_ms:>8.3f} {1 - loss_ms / sweep_ms:>9.1%}")
 
 if __name__ == "__main__":
     main()

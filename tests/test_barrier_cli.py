@@ -175,3 +175,81 @@ def test_bad_input_is_one_line_exit_2_and_no_complete_output(setting, tmp_path, 
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "\n" not in err and match in err, err
     assert not (out / "barrier.json").exists()
+
+
+def test_chain_and_pairs_file_sweep_every_pair_in_one_process(setting, tmp_path, monkeypatch, capsys):
+    import mcl.models
+
+    c = write_adapter(tmp_path / "c", setting["make_base"](), 3)
+    loads = []
+    real_load = mcl.models.load_base
+    monkeypatch.setattr(mcl.models, "load_base", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    common = ["--data", setting["tasks"][0], "--points", "3", "--quiet", "--no-cache"]
+    chain = tmp_path / "chain"
+    assert main([setting["a"], setting["b"], c, *common, "--out", str(chain)]) == 0
+    assert len(loads) == 1  # one base model for both pairs
+    index = json.loads((chain / "pairs.json").read_text())["pairs"]
+    assert [(p["a"], p["b"], p["dir"]) for p in index] == [(setting["a"], setting["b"], "0_a--b"),
+                                                           (setting["b"], c, "1_b--c")]
+    first = json.loads((chain / "0_a--b" / "barrier.json").read_text())
+    second = json.loads((chain / "1_b--c" / "barrier.json").read_text())
+    assert (first["a"], first["b"], second["a"], second["b"]) == (setting["a"], setting["b"], setting["b"], c)
+    assert (chain / "1_b--c" / "path.png").is_file() and "== pair 1:" in capsys.readouterr().out
+    listed = tmp_path / "pairs.txt"
+    listed.write_text(f"# from the chain\n{setting['a']} {setting['b']}\n\n  '{setting['b']}'   {c}\n")
+    assert main(["--pairs", str(listed), *common, "--out", str(tmp_path / "listed")]) == 0
+    again = json.loads((tmp_path / "listed" / "1_b--c" / "barrier.json").read_text())
+    assert again["tasks"] == second["tasks"]  # the same pair gives the same numbers
+    (chain / "7_mine--keep").mkdir()  # a user's dir that only looks like a pair's
+    assert main([setting["a"], setting["b"], *common, "--out", str(chain)]) == 0  # one pair into the chain's dir
+    assert sorted(p.name for p in chain.iterdir()) == ["7_mine--keep", "barrier.json", "path.csv", "path.html",
+                                                       "path.png"]  # none of the chain's outputs
+
+
+@pytest.mark.parametrize("argv,text,match", [
+    (["{a}"], None, "give two checkpoints"),
+    (["{a}", "{b}", "--pairs", "{f}"], "{a} {b}\n", "not both"),
+    (["--pairs", "{f}"], "{a} {b} {a}\n", "line 1: expected two checkpoint dirs, got 3"),
+    (["--pairs", "{f}"], "# nothing\n\n", "no pairs in it"),
+    (["--pairs", "{f}"], "'{a} {b}\n", "line 1: No closing quotation"),
+    (["--pairs", "{f}/nope"], None, "cannot read it"),
+    (["{a}", "{b}", "{a}", "--path", "bezier", "--controls", "{b}"], None, "--controls belong to one pair"),
+])
+def test_bad_pairs_are_one_line_errors(setting, tmp_path, capsys, argv, text, match):
+    f = tmp_path / "pairs.txt"
+    if text is not None:
+        f.write_text(text.format(a=setting["a"], b=setting["b"]))
+    args = [x.format(a=setting["a"], b=setting["b"], f=f) for x in argv]
+    capsys.readouterr()
+    assert main([*args, "--data", setting["tasks"][0], "--quiet", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and match in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_plotting_libraries_load_only_to_draw(setting, tmp_path, monkeypatch):
+    import sys
+
+    for blocked in ("mcl.analysis.plots", "matplotlib.figure", "plotly.graph_objects", "plotly.subplots"):
+        monkeypatch.setitem(sys.modules, blocked, None)  # importing any of them now fails
+    argv = [setting["a"], setting["b"], "--data", setting["tasks"][0], "--points", "2", "--quiet", "--no-cache"]
+    assert main(argv) == 0
+    with pytest.raises(ImportError):
+        main([*argv, "--out", str(tmp_path / "out")])
+
+
+@pytest.mark.parametrize("space", ["factors", "delta"])
+def test_merged_forwards_by_default_equal_peft_layers(setting, tmp_path, space):
+    from mcl.cli.barrier_cmd import build_parser
+
+    assert build_parser().parse_args(["A", "B"]).merge is True
+    results = []
+    for flag in ("--merge", "--no-merge"):
+        out = tmp_path / flag
+        assert main([setting["a"], setting["b"], "--data", *setting["tasks"], "--space", space, "--points", "4",
+                     flag, "--quiet", "--no-cache", "--out", str(out)]) == 0
+        results.append(json.loads((out / "barrier.json").read_text())["tasks"])
+    merged, unmerged = results
+    for task in merged:
+        assert merged[task]["loss"] == pytest.approx(unmerged[task]["loss"], abs=1e-6)
+        assert len(set(merged[task]["loss"])) == 4

@@ -1,7 +1,8 @@
 """Mode-connectivity analysis on top of mcl.paths and mcl.eval: sweeps, barriers, matrices, planes, plots.
 
 - `sweep`: `sweep(path, model, tasks, points)` → DataFrame; `path_barriers`; `evaluators` builds tasks
-- `adaptive`: `adaptive_sweep` / `sweep(..., points="auto")` — coarse grid refined at each task's barrier
+- `adaptive`: `adaptive_sweep` / `sweep(..., points="auto")` — coarse grid refined at each task's barrier, or
+  said to be unsure (`resolved`); `search_barrier(f)` for one curve
 - `bootstrap`: `bootstrap_barriers(frames)` — percentile intervals over eval examples (and runs)
 - `barriers`: the barrier metric registry `BARRIER_METRICS` and `barriers(t, values, higher_is_better)`
 - `matrix`: `barrier_matrix(checkpoints, model, tasks)` over all pairs
@@ -13,7 +14,7 @@
 - `objective`: `TaskObjective`, the train-split loss a curve fit minimises
 """
 
-from mcl.analysis.adaptive import AdaptiveSearch, adaptive_sweep, refine_peak
+from mcl.analysis.adaptive import AdaptiveSearch, BarrierSearch, adaptive_sweep, search_barrier
 from mcl.analysis.barriers import BARRIER_METRICS, BarrierMetric, barriers
 from mcl.analysis.bootstrap import Bootstrap, bootstrap_barriers, interval_verdict, paired_op_difference
 from mcl.analysis.cache import PointCache, model_fingerprint
@@ -23,10 +24,12 @@ from mcl.analysis.plane import Plane, plane, project, snapshot_trajectories
 from mcl.analysis.sweep import evaluate_points, evaluators, path_barriers, sweep, t_grid
 
 __all__ = [
-    "AdaptiveSearch", "BARRIER_METRICS", "BarrierMatrix", "BarrierMetric", "Bootstrap", "Plane", "PointCache",
+    "AdaptiveSearch", "BARRIER_METRICS", "BarrierMatrix", "BarrierSearch", "BarrierMetric", "Bootstrap", "Plane",
+    "PointCache",
     "TaskObjective", "adaptive_sweep", "barrier_matrix", "barriers", "bootstrap_barriers", "evaluate_points",
-    "evaluators", "interval_verdict", "model_fingerprint", "paired_op_difference", "path_barriers", "plane", "plot_barrier_matrix", "plot_path", "plot_plane",
-    "project", "refine_peak", "snapshot_trajectories", "sweep", "t_grid",
+    "evaluators", "interval_verdict", "model_fingerprint", "paired_op_difference", "path_barriers", "plane",
+    "plot_barrier_matrix", "plot_path", "plot_plane", "project", "search_barrier", "snapshot_trajectories", "sweep",
+    "t_grid",
 ]
 
 

@@ -49,7 +49,7 @@ def attribute(
     hold: str = "a",
     points: int | Sequence[float] = 11,
     cache=True,
-    merged: bool = False,
+    merged: bool = True,
 ) -> pd.DataFrame:
     """One row per (group, task): the loss barrier when only that group moves along the path."""
     if hold not in HOLDS:

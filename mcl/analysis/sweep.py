@@ -225,13 +225,15 @@ def sweep(
     cache: PointCache | bool | None = True,
     progress: bool = True,
     per_example: bool = False,
-    merged: bool = False,
+    merged: bool = True,
 ) -> pd.DataFrame:
     """Loss (and with `metric`, the task metric from greedy generation) of every task along a path.
 
     `points="auto"` (or an `AdaptiveSearch`) places the points per task where its loss barrier is
     (see `mcl.analysis.adaptive`); `per_example` keeps per-example losses (for `bootstrap_barriers`);
-    `merged` runs factor/delta points as W0 + ΔW(t) in the base weights (faster; W0 restored exactly).
+    `merged` (default) runs plain-LoRA factor/delta points as W0 + ΔW(t) in the base weights, computed in fp32
+    (mcl.paths.merged_forward: a merged-weights forward per point, W0 restored exactly); False keeps PEFT's
+    unmerged LoRA layers.
     """
     from mcl.analysis.adaptive import AdaptiveSearch, adaptive_sweep
 

@@ -5,7 +5,8 @@ Every path point is a weighted sum Σ wᵢ·nodeᵢ (weights summing to 1); a sp
   the nodes' own configuration.
 - `delta`: ΔW = Σ wᵢ·sᵢ·Bᵢ·Aᵢ exactly, realised by rank concatenation (A = [A₀; A₁; …],
   B = [w₀s₀B₀, w₁s₁B₁, …]) in one live adapter of rank Σ rᵢ with scale 1; works for different ranks.
-- `merged`: W0 + ΔW(t) written into the base weights (W0 kept and restored); the reference space.
+- `merged`: W0 + ΔW(t) written into the base weights (W0 kept and restored; computed in fp32 on bf16/fp16
+  bases); the reference space.
 `bind(model, point)` returns a Binding whose `apply(point)` copies a point into the live tensors in place.
 `lerp_states_(dst, src, t)` moves live factor tensors to the factor-space point t of the line dst→src in
 one fused multi-tensor op — the same formula (torch.lerp) as `Linear(dst, src).point(t)` in factor space.
@@ -228,13 +229,54 @@ def _rank_config(config: dict, ranks: dict[str, int]) -> dict:
             "alpha_pattern": dict(pattern)}
 
 
-def _base_weight(model: torch.nn.Module, module: str) -> torch.nn.Parameter:
+def _base_module(model: torch.nn.Module, module: str) -> torch.nn.Module:
     name = module if isinstance(model, PeftModel) else module.removeprefix("base_model.model.")
     try:
         mod = model.get_submodule(name)
     except AttributeError:
         raise MclError(f"adapter does not fit the base model: it has no module {name}") from None
-    return getattr(mod, "base_layer", mod).weight
+    return getattr(mod, "base_layer", mod)
+
+
+def _shared_weights(model: torch.nn.Module) -> set[int]:
+    """Storage addresses of parameters that several modules use (tied weights)."""
+    seen = Counter(p.data_ptr() for _, p in model.named_parameters(remove_duplicate=False))
+    return {ptr for ptr, n in seen.items() if n > 1}
+
+
+def _needs_working_copy(weight: torch.Tensor, shared: set[int]) -> bool:
+    """Whether MergedSpace.bind gives this weight an fp32 working copy (low precision or tied) over writing it."""
+    return weight.dtype not in (torch.float32, torch.float64) or weight.data_ptr() in shared
+
+
+def working_copy_bytes(model: torch.nn.Module, point: AdapterState) -> int:
+    """Bytes of the fp32 working copies `MergedSpace().bind(model, point)` would allocate (0 on fp32 bases)."""
+    shared = _shared_weights(model)
+    weights = [_base_module(model, key.removesuffix(".weight")).weight for key in point.tensors]
+    return sum(4 * w.numel() for w in weights if _needs_working_copy(w, shared))
+
+
+def _fp32_working_copy(mod: torch.nn.Module) -> tuple[torch.nn.Parameter, Callable[[], None]]:
+    """Give `mod` fp32 copies of its weight (and bias) and run it in fp32; returns the copy and the undo.
+
+    Floating inputs are cast to fp32 and the output back to the module's dtype, so W0 + ΔW keeps ΔW's bits
+    on a bf16/fp16 base; the original parameters are put back untouched (the same objects) on undo.
+    """
+    dtype = mod.weight.dtype
+    original = {n: getattr(mod, n) for n in ("weight", "bias") if getattr(mod, n, None) is not None}
+    for n, p in original.items():
+        setattr(mod, n, torch.nn.Parameter(p.detach().to(torch.float32, copy=True), requires_grad=False))
+    hooks = [mod.register_forward_pre_hook(
+                 lambda m, args: tuple(a.float() if torch.is_floating_point(a) else a for a in args)),
+             mod.register_forward_hook(lambda m, args, out: out.to(dtype))]
+
+    def undo() -> None:
+        for h in hooks:
+            h.remove()
+        for n, p in original.items():
+            setattr(mod, n, p)
+
+    return mod.weight, undo
 
 
 @register_space
@@ -259,19 +301,37 @@ class MergedSpace(Space):
         return DeltaSpace().combine([a, b], [1.0 - s, s])
 
     def bind(self, model: torch.nn.Module, point: AdapterState) -> Binding:
-        """Base weights as targets, W0 kept as offsets; LoRA layers of a PeftModel disabled meanwhile."""
-        targets = {k: _base_weight(model, k.removesuffix(".weight")) for k in point.tensors}
-        originals = {k: p.detach().clone() for k, p in targets.items()}
+        """Base weights as targets, W0 kept as offsets; LoRA layers of a PeftModel disabled meanwhile.
+
+        fp32/fp64 weights are written in place (W0 copied back on close); bf16/fp16 and tied weights get an
+        fp32 working copy each (`_fp32_working_copy`), so ΔW is never rounded away and W0 is never touched.
+        """
+        shared = _shared_weights(model)
+        targets, offsets, undo = {}, {}, []
+        for key in point.tensors:
+            mod = _base_module(model, key.removesuffix(".weight"))
+            w = mod.weight
+            if _needs_working_copy(w, shared):
+                targets[key], restore_module = _fp32_working_copy(mod)
+                offsets[key] = w
+                undo.append(restore_module)
+            else:
+                targets[key], offsets[key] = w, w.detach().clone()
+                undo.append(lambda w=w, w0=offsets[key]: w.data.copy_(w0))
         is_peft = isinstance(model, PeftModel)
 
         @torch.no_grad()
         def restore() -> None:
-            for k, p in targets.items():
-                p.copy_(originals[k])
+            for step in undo:
+                step()
             if is_peft:
                 model.base_model.enable_adapter_layers()
 
-        binding = Binding(model, targets, point, restore, offsets=originals)
+        try:
+            binding = Binding(model, targets, point, restore, offsets=offsets)
+        except MclError:
+            restore()
+            raise
         if is_peft:
             model.base_model.disable_adapter_layers()
         return binding
