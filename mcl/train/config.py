@@ -53,6 +53,8 @@ class TrainSpec:
     seed: int = documented(0, "seed of LoRA init, data order and dropout")
     log_with: str = documented("", "\"\" | tensorboard | wandb: an accelerate tracker, writing to <run>/logs; not part "
                                    "of the run hash", changes_results=False)
+    ignore_memory_check: bool = documented(False, "run on a GPU even when the memory estimate printed at start says "
+                                                  "it cannot fit; not part of the run hash", changes_results=False)
 
     def epochs(self, n_tasks: int) -> list[float] | None:
         """Epochs per task (None: train by `steps_per_task`); MclError when the list does not fit the tasks."""
@@ -126,6 +128,7 @@ class RunConfig:
         d = self.to_dict()
         d.pop("runs_dir")
         d["train"].pop("log_with"), d["train"].pop("log_every")  # how often and where it logs does not change results
+        d["train"].pop("ignore_memory_check")  # nor does skipping the memory check
         for keys, default in ADDED_KEYS.items():  # at their defaults, keys added later leave the hash as it was
             node = d
             for k in keys[:-1]:

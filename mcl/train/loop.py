@@ -42,6 +42,7 @@ from mcl.train.config import RunConfig
 from mcl.train.losses import mean_ce, to_device
 from mcl.train.data import (TaskData, check_batch_memory, encode_tasks, label_tokens, length_warnings, make_batch,
                             step_label_tokens)
+from mcl.train.memory import check_run_memory
 from mcl.train.methods import METHODS, Context
 from mcl.train.records import TrainLog, write_example_scores, write_predictions
 from mcl.train.scoring import Scorer, read_base_scores, read_phase_scores, write_metrics
@@ -274,6 +275,7 @@ def _train(cfg: RunConfig, progress_bar: bool, stop_at: tuple[int, int] | None, 
     sizes = batch_sizes(cfg, world)
     accelerator.print(f"global batch {sizes['global']} = {sizes['per_device']} per device x {world} processes "
                       f"x {sizes['grad_accum']} accumulation steps")
+    check_run_memory(cfg, accelerator.device, accelerator.print)  # before the model loads: a GPU too small stops here
     set_seed(cfg.train.seed)
     base, tokenizer = load_base(cfg.model, dtype=cfg.model_dtype)  # LoRA tensors stay fp32 (PEFT's autocast)
     check_targets(base, cfg.lora)  # a LoRA target the model lacks fails before the run dir exists

@@ -2,13 +2,18 @@
 
 Exact parts (tensor bytes, checked against live models in tests): the base weights in `model_dtype`;
 each trainable LoRA tensor in fp32 with its gradient and AdamW's two moments (16 B/param); I-LoRA's
-slow learner (4 B/param). Estimated part: activations saved for backward, per token and decoder layer
-`ACT_BYTES_PER_H[...] · hidden` bytes — coefficients measured on CPU (`measure_saved_bytes`: the
-per-layer slope of saved-tensor bytes of LLaMA shapes, intermediate ≈ 2.75·hidden as in SmolLM2 and
-Llama-2, all-linear LoRA, seq 128; with checkpointing exactly the layer input) — plus the fp32
-logits at label positions, replay's second batch (ER, I-LoRA), I-LoRA's slow hidden states and
-consistency buffers, and with gradient checkpointing one layer's activations recomputed at a time.
-CUDA context and allocator slack are not tensors: `fits` adds HEADROOM_GIB and 10%.
+slow learner (4 B/param). Estimated part, the step's activations at their peak, per micro-batch of
+T = batch × seq_len tokens (seq_len: the padded length), N = answer_fraction × T label positions:
+- saved for backward, per token and decoder layer: `LAYER_BYTES` (a·hidden + b·intermediate +
+  c·kv_width, by activation dtype) + 2 bytes per input feature of each LoRA-targeted module; with
+  gradient checkpointing only the layer input (dtype bytes × hidden) plus one layer recomputed;
+- replay (ER, I-LoRA) keeps two batches' graphs;
+- the LM head at label positions only: N × vocab × (4 per batch in the graph + 8 in its backward);
+- I-LoRA: the slow learner's states of every layer (and, below fp32, the fast ones the consistency
+  term keeps) on the replay batch.
+The coefficients come from measured peaks of real CPU steps (benchmarks/memory_check.py: torch's
+profiler over the allocator's events, tiny and SmolLM2 shapes, seq/ER/I-LoRA, checkpointing on and off,
+all within 25 %). CUDA context and allocator slack are not tensors: `fits` adds HEADROOM_GIB and 10%.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ from mcl.adapters.spec import LoraSpec
 
 GIB = 2**30
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
-# bytes saved for backward per token per decoder layer, in units of hidden size: (activation dtype, checkpointing)
-ACT_BYTES_PER_H = {("fp32", False): 103.0, ("bf16", False): 82.0, ("fp32", True): 4.0, ("bf16", True): 2.0}
+# bytes saved per token per decoder layer (no checkpointing) = a·hidden + b·intermediate + c·kv_width, by activation
+# dtype (the base weights' dtype: fp32, or half for bf16/fp16); measured peaks, see the module docstring
+LAYER_BYTES = {"fp32": (11.5, 13.6, 8.2), "half": (12.0, 6.0, 4.2)}
+LORA_INPUT_BYTES = 2.0  # per input feature of each LoRA-targeted module, per token
 HEADROOM_GIB = 1.5  # CUDA context, cuBLAS workspaces
 REPLAY_METHODS = {"er": 2, "ilora": 2, "ilora-released": 2}  # batches in one step's graph
 SLOW_METHODS = {"ilora", "ilora-released"}
@@ -47,9 +54,14 @@ class Shape:
         return cls(get("hidden_size"), get("intermediate_size"), get("num_hidden_layers"), heads,
                    get("num_key_value_heads") or heads, get("vocab_size"), bool(get("tie_word_embeddings", False)))
 
+    @property
+    def kv_width(self) -> int:
+        """Features of the key (and of the value) projection: kv_heads × head size."""
+        return self.kv_heads * (self.hidden // self.heads)
+
     def module_dims(self) -> dict[str, tuple[int, int]]:
         """(in, out) features of each decoder-layer linear module."""
-        h, i, kv = self.hidden, self.intermediate, self.kv_heads * (self.hidden // self.heads)
+        h, i, kv = self.hidden, self.intermediate, self.kv_width
         return {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
                 "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
 
@@ -90,20 +102,30 @@ class MemoryEstimate:
 
 
 def estimate(shape: Shape, lora: LoraSpec | None = None, method: str = "seq", batch: int = 16, seq_len: int = 256,
-             model_dtype: str = "bf16", checkpointing: bool = False, answer_fraction: float = 0.25) -> MemoryEstimate:
-    """Memory of one training step per GPU (batch = per-device micro-batch, seq_len = padded length)."""
+             model_dtype: str = "bf16", checkpointing: bool = False, answer_fraction: float = 0.25,
+             mixed_precision: str = "no") -> MemoryEstimate:
+    """Memory of one training step per GPU (batch = per-device micro-batch, seq_len = padded length).
+
+    `mixed_precision` is accepted for the record: autocast changes the measured peaks by less than the
+    formula's tolerance, so the activation dtype is the base weights' (`model_dtype`).
+    """
     lora = lora or LoraSpec()
-    act = "fp32" if model_dtype == "fp32" else "bf16"
+    act = "fp32" if model_dtype == "fp32" else "half"
+    width = DTYPE_BYTES[model_dtype]
     n_lora = shape.lora_params(lora)
-    tokens = batch * seq_len * REPLAY_METHODS.get(method, 1)
-    per_layer = ACT_BYTES_PER_H[(act, checkpointing)] * shape.hidden
-    activations = tokens * shape.layers * per_layer
-    if checkpointing:  # backward recomputes one layer's full activations at a time
-        activations += tokens * ACT_BYTES_PER_H[(act, False)] * shape.hidden
-    activations += tokens * answer_fraction * shape.vocab * 4 * 2  # fp32 logits at label positions + their grad
-    if method in SLOW_METHODS:  # replay batch: slow hidden states, stacked fast/slow, difference, fp32 square
-        replay = batch * seq_len
-        activations += replay * shape.layers * shape.hidden * (5 * DTYPE_BYTES[act] + 8)
+    tokens = batch * seq_len
+    graphs = REPLAY_METHODS.get(method, 1)
+    dims = shape.module_dims()
+    a, b, c = LAYER_BYTES[act]
+    full_layer = tokens * (a * shape.hidden + b * shape.intermediate + c * shape.kv_width
+                           + LORA_INPUT_BYTES * sum(dims[m][0] for m in lora.target_modules if m in dims))
+    if checkpointing:  # each layer keeps its input; backward recomputes one layer of one batch at a time
+        activations = graphs * shape.layers * tokens * width * shape.hidden + full_layer
+    else:
+        activations = graphs * shape.layers * full_layer
+    activations += tokens * answer_fraction * shape.vocab * (4 * graphs + 8)  # fp32 log-probs, then their grads
+    if method in SLOW_METHODS:  # slow states (and, below fp32, the fast ones) of every layer on the replay batch
+        activations += tokens * shape.layers * shape.hidden * width * (1 if act == "fp32" else 2)
     parts = {
         "base": shape.base_params() * DTYPE_BYTES[model_dtype],
         "lora_and_optimizer": n_lora * 16,
@@ -124,23 +146,59 @@ def estimate_for(model: str, method: str, batch: int, seq_len: int, model_dtype:
     return estimate(shape, lora, method, batch, seq_len, model_dtype, checkpointing)
 
 
-LLAMA2_7B = Shape(hidden=4096, intermediate=11008, layers=32, heads=32, kv_heads=32, vocab=32000, tied=False)
+def estimate_run(cfg: Any, shape: Shape | None = None) -> MemoryEstimate | None:
+    """The formula for a run config (RunConfig): LoRA, method, micro-batch × max_len, dtype, checkpointing.
+
+    The shape is read from the model's config.json (no weights) unless given; None when that config does not
+    describe a LLaMA-style decoder (the formula's shape).
+    """
+    if shape is None:
+        from transformers import AutoConfig
+
+        from mcl.models import resolve_model
+
+        config = AutoConfig.from_pretrained(resolve_model(cfg.model))
+        keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+        if any(not isinstance(getattr(config, k, None), int) for k in keys):
+            return None
+        shape = Shape.from_config(config)
+    t = cfg.train
+    return estimate(shape, cfg.lora, cfg.method, t.batch_size, t.max_len, cfg.model_dtype, t.gradient_checkpointing,
+                    mixed_precision=t.mixed_precision)
 
 
-def measure_saved_bytes(model, input_ids, attention_mask) -> int:
-    """Bytes of the distinct tensors autograd saves for backward in one forward (the exact activation memory)."""
+def check_run_memory(cfg: Any, device: Any, say: Any = print) -> MemoryEstimate | None:
+    """Print the run's estimate (one line, via `say`); on a GPU refuse a config that cannot fit its free memory.
+
+    The refusal is a one-line MclError naming what to change; `train.ignore_memory_check: true` runs anyway.
+    """
     import torch
 
-    storages: dict[int, int] = {}
+    from mcl.errors import MclError
 
-    def pack(t):
-        storage = t.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
-        return t
+    est = estimate_run(cfg)
+    t = cfg.train
+    if est is None:
+        say(f"memory estimate: none ({cfg.model} is not a LLaMA-style decoder the formula knows)")
+        return None
+    line = (f"memory estimate per device: {est.total:.1f} GiB (base {est.base:.1f}, LoRA + AdamW "
+            f"{est.lora_and_optimizer + est.slow_learner:.2f}, activations {est.activations:.1f}) at micro-batch "
+            f"{t.batch_size} x {t.max_len} tokens, {cfg.method}, checkpointing {'on' if t.gradient_checkpointing else 'off'}")
+    if getattr(device, "type", str(device)) == "cuda" and torch.cuda.is_available():
+        free = torch.cuda.mem_get_info(device)[0] / GIB
+        line += f"; {free:.1f} GiB free on {device}"
+        say(line)
+        if not est.fits(free) and not t.ignore_memory_check:
+            raise MclError(f"this run needs about {est.total * 1.1 + HEADROOM_GIB:.1f} GiB on {device} (estimate + 10% + "
+                           f"{HEADROOM_GIB} GiB), {free:.1f} GiB are free: lower train.batch_size (raise train.grad_accum), "
+                           f"set train.gradient_checkpointing: true or lower train.max_len; "
+                           f"train.ignore_memory_check=true runs it anyway")
+        return est
+    say(line)
+    return est
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=1, use_cache=False)
-    return sum(storages.values())
+
+LLAMA2_7B = Shape(hidden=4096, intermediate=11008, layers=32, heads=32, kv_heads=32, vocab=32000, tied=False)
 
 
 def table(shape: Shape, lora: LoraSpec, method: str, seq_len: int, batches: list[int],

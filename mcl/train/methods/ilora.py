@@ -11,8 +11,9 @@ code) or H_slow. The R matrix uses the slow learner (`inference`), the fast one 
 `tasks/<k>-<task>/snapshots/step-<s>/{fast,slow}/`, the trajectories a loss-plane figure draws.
 The step is lean: the slow update is one fused multi-tensor lerp over all LoRA tensors (`lerp_states_`,
 the factor-space Linear formula of mcl.paths), the slow forward skips padding by length groups
-(`slow_states`), and the consistency loss is one reduction over the non-padding positions of all
-selected layers, gathered at once, with no host sync.
+(`slow_states`), and the consistency loss sums one layer at a time over the non-padding positions (no
+concatenation over layers, no fp32 copy, nothing but references to the states kept for backward), with no
+host sync.
 `placement: search` (a variant no anchor has) keeps the slow learner fixed during a task and, at its
 end, places it where mcl's path search finds the lowest loss on slow → fast: a coarse grid and a bounded
 Brent search (as `mcl-barrier --points auto`) over t, minimising the slow learner's CE on the replay
@@ -31,7 +32,7 @@ from mcl.errors import MclError
 from mcl.io import write_json_atomic
 from mcl.paths import lerp_states_
 from mcl.train.data import length_buckets
-from mcl.train.losses import answer_ce, label_positions, to_device
+from mcl.train.losses import answer_ce, head_at, label_positions, squared_gap, to_device
 from mcl.train.methods.base import active_adapter, copy_adapter, freeze_adapter, register
 from mcl.train.methods.er import ER
 
@@ -287,19 +288,16 @@ class ILoRA(ER):
                     valid: torch.Tensor | None = None) -> torch.Tensor:
         """Mean squared error between fast states and Z over non-padding positions of the selected layers.
 
-        Only the non-padding positions (`valid`: flat indices into batch × length, found from `mask` when not
-        given) are gathered, every layer into one (layers · positions, hidden) block; with Z = max(H_fast, H_slow),
-        H_fast − Z = min(d, 0) for d = H_fast − H_slow (same value and gradient, Z being a constant); with
-        Z = H_slow it is d. One fp32 reduction, no host sync when `valid` comes with the batch.
+        One layer at a time (`squared_gap`), over the non-padding positions only (`valid`: flat indices into
+        batch × length, found from `mask` when not given): with Z = max(H_fast, H_slow), H_fast − Z = min(d, 0)
+        for d = H_fast − H_slow (same value and gradient, Z being a constant); with Z = H_slow it is d. Sums in
+        fp32, no copy of the states kept for backward, no host sync when `valid` comes with the batch.
         """
         if valid is None:
             valid = mask.flatten().nonzero().squeeze(1)
-        fast = torch.cat([h.flatten(0, 1).index_select(0, valid) for h in h_fast])
-        slow = torch.cat([h.detach().flatten(0, 1).index_select(0, valid) for h in h_slow])
-        d = fast - slow
-        if self.args["consistency_target"] == "max":
-            d = d.clamp(max=0)
-        return d.float().square().sum() / max(d.numel(), 1)
+        negative_only = self.args["consistency_target"] == "max"
+        total = torch.stack([squared_gap(f, s, valid, negative_only) for f, s in zip(h_fast, h_slow)]).sum()
+        return total / max(len(h_fast) * valid.numel() * h_fast[0].shape[-1], 1)
 
     @torch.no_grad()
     def slow_states(self, replay: dict) -> list[torch.Tensor]:
@@ -330,15 +328,14 @@ class ILoRA(ER):
     def logit_consistency(self, fast_logits: torch.Tensor, replay: dict) -> torch.Tensor:
         """The consistency loss on output logits instead of hidden states, at the replay batch's label positions.
 
-        Both learners' logits are taken where the head already runs for the replay CE (`keep`), and only a
-        row's own labelled positions count; Z = max(fast, slow) or slow as for hidden states.
+        Both learners' logits are taken where the head already runs for the replay CE (`label_at`: the positions
+        that predict a label token, one row of logits each); Z = max(fast, slow) or slow as for hidden states.
         """
-        keep = replay["keep"] if "keep" in replay else label_positions(replay["labels"])
-        with torch.no_grad(), active_adapter(self.ctx.peft, "slow"):
+        at = replay["label_at"] if "label_at" in replay else label_positions(replay["labels"])
+        with torch.no_grad(), active_adapter(self.ctx.peft, "slow"), head_at(self.ctx.peft, at):
             slow = self.ctx.peft(input_ids=replay["input_ids"], attention_mask=replay["attention_mask"],
-                                 logits_to_keep=keep, use_cache=False).logits
-        mask = replay["labels"][:, 1:][:, keep] != -100
-        d = (fast_logits - slow)[mask]
+                                 use_cache=False).logits
+        d = fast_logits - slow
         if self.args["consistency_target"] == "max":
             d = d.clamp(max=0)
         return d.float().square().sum() / max(d.numel(), 1)
@@ -354,8 +351,9 @@ class ILoRA(ER):
         loss = self.combine(cur, (s, n))
         if gamma:
             if on_hidden:
-                term = self.consistency(self._select(out.hidden_states), self.slow_states(replay),
-                                        replay["attention_mask"], replay.get("valid"))
+                fast = self._select(out.hidden_states)
+                del out  # the replay logits are not needed past the CE: free them before the slow forward
+                term = self.consistency(fast, self.slow_states(replay), replay["attention_mask"], replay.get("valid"))
             else:
                 term = self.logit_consistency(out.logits, replay)
             self.terms["consistency"] = term.detach()
