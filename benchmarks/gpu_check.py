@@ -1,24 +1,31 @@
 """Every GPU check of the project in one run, all figures into one JSON file (driven by gpu_check.sh).
 
-Checks, in order (each records its figures and its wall time; one failing check is recorded, the
-others still run; the exit status is 1 when any failed):
+Checks, in order (each records its figures and its wall time and runs under its own time limit, `LIMITS`;
+one failing or overrunning check is recorded, the others still run; the exit status is 1 when any failed):
 1. `env`: torch / transformers / peft versions and the device.
 2. `train_step`: benchmarks/train_step.py on a SmolLM2-135M-shaped model (the prepared `smollm2` when
    present, else the same shape with random weights), bf16 weights: ms/step, tokens/s, peak CUDA
    memory for bare, seq, ER and I-LoRA; the ratios; the memory formula (mcl.train.memory) beside them.
 3. `learning`: a short tiny-model run (stance → fomc → meeting, seq and I-LoRA): OP, BWT, seconds
-   (smoke: the first two tasks).
+   (smoke: the first two tasks); asserts that I-LoRA's saved slow learner moved in task 2.
 4. `barrier`: `mcl-barrier` between the seq run's first two adapters on the device, bf16 and fp32.
 5. `eval`: `mcl eval` of the last adapter on the device.
+6. `scale`: a Llama-2-7B-shaped random model (bf16, gradient checkpointing, LoRA r=8 on q,v) at the
+   40 GB config's micro-batch (8 × 1536): a few seq, ER and I-LoRA steps each (benchmarks/memory_check.py's
+   step): ms/step, peak CUDA memory against the formula, and an assertion that the slow learner moved.
+7. `scale_analysis`: a 5-point factor-space sweep between that I-LoRA run's fast and slow adapters on the
+   same shape (bf16): points per second, examples and label tokens per point.
 `--smoke` runs the same code on CPU with toy shapes and few steps (a test in `make test` does this).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
+import signal
 import sys
 import tempfile
 import time
@@ -35,6 +42,26 @@ SMOLLM2_SHAPE = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=
                      num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True)
 TOY_SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, vocab_size=4096, tie_word_embeddings=True)
+LIMITS = {"train_step": 120, "learning": 90, "barrier": 45, "eval": 30, "scale": 150, "scale_analysis": 45}  # s, 8 min
+SCALE_TARGETS = ["q_proj", "v_proj"]  # as configs/llama2-7b-trace-*.yaml
+
+
+class CheckTimeout(Exception):
+    """A check ran past its limit in LIMITS."""
+
+
+def run_limited(fn: Callable[[], dict], seconds: int) -> dict:
+    """fn() under a wall-clock limit (SIGALRM: the main thread is interrupted at its next Python instruction)."""
+    def expire(signum, frame):
+        raise CheckTimeout(f"ran past its {seconds} s limit")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        return fn()
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def shaped_model(out: Path, shape: dict[str, Any]) -> str:
@@ -96,7 +123,88 @@ def check_learning(a, work: Path) -> dict:
         s = _summary(run)
         out[method] = {"seconds": time.perf_counter() - t0, "run": str(run),
                        **{k: {m: s[k][m] for m in ("OP", "BWT")} for k in ("score", "loss") if k in s}}
+    from safetensors.torch import load_file
+
+    first, second = sorted((Path(out["ilora"]["run"]) / "tasks").iterdir())[:2]
+    before, after = (load_file(d / "slow" / "adapter_model.safetensors") for d in (first, second))
+    moved = max(float((after[k] - before[k]).abs().max()) for k in before)
+    out["ilora"]["slow_moved_in_task_2"] = moved
+    if not moved > 0:
+        raise AssertionError("I-LoRA's saved slow learner is identical after tasks 1 and 2: it did not move in task 2")
     return out
+
+
+def _scale_setup(a) -> tuple[dict[str, Any], int, int, int]:
+    """(shape, micro-batch, length, steps): Llama-2-7B at the 40 GB config's micro-batch, or toy sizes for --smoke."""
+    import memory_check
+
+    return (TOY_SHAPE, 2, 64, 2) if a.smoke else (memory_check.LLAMA2_7B, 8, 1536, 3)
+
+
+def _free_device() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def check_scale(a, work: Path) -> dict:
+    """seq, ER and I-LoRA steps on the 7B shape with checkpointing: ms/step, peak memory vs the formula."""
+    import memory_check
+
+    from mcl.train.memory import GIB
+
+    shape, batch, seq_len, steps = _scale_setup(a)
+    out: dict[str, Any] = {"shape": "toy" if a.smoke else "Llama-2-7B", "batch": batch, "seq_len": seq_len,
+                           "steps": steps, "dtype": a.dtype, "checkpointing": True, "lora": SCALE_TARGETS}
+    for method in ("seq", "er", "ilora"):
+        args = (method, batch, seq_len, a.dtype, a.mixed_precision, True, 0.25, SCALE_TARGETS)
+        r = memory_check.measure(shape, *args, device=a.device, steps=steps,
+                                 save_to=str(work / "scale-ilora") if method == "ilora" else None)
+        formula = memory_check.formula_bytes(shape, *args)
+        out[method] = {"ms_per_step": r["ms_per_step"], "peak_gib": r["peak_bytes"] / GIB,
+                       "formula_gib": formula / GIB, "formula_over_measured": formula / r["peak_bytes"]}
+        if method == "ilora":
+            out[method]["slow_moved"] = r["slow_moved"]
+        _free_device()
+    if not out["ilora"]["slow_moved"]:
+        raise AssertionError(f"I-LoRA's slow learner did not move over {steps} steps of task 2 at the 7B shape")
+    return out
+
+
+def check_scale_analysis(a, work: Path) -> dict:
+    """Points per second of a factor-space sweep between the scale check's fast and slow adapters, same shape."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+
+    import memory_check
+    from mcl.adapters import read_adapter
+    from mcl.analysis.sweep import evaluators, sweep
+    from mcl.models import prepare
+    from mcl.paths import Linear
+
+    shape, _, _, _ = _scale_setup(a)
+    fast, slow = (read_adapter(work / "scale-ilora" / name) for name in ("fast", "slow"))
+    with torch.device(a.device):
+        base = AutoModelForCausalLM.from_config(LlamaConfig(**shape), dtype=memory_check.DTYPES[a.dtype])
+    base.eval()
+    tok = AutoTokenizer.from_pretrained(prepare("tiny"))  # ids < 4096 fit every shape's vocabulary
+    tasks = evaluators(tok, ["topic"], limit=8 if a.smoke else 64, batch_size=16, max_len=256)
+    path = Linear(fast, slow)
+    sweep(path, base, tasks, points=[0.0], cache=False, progress=False)  # warm-up: binding, kernels
+    _sync(a.device)
+    t0 = time.perf_counter()
+    frame = sweep(path, base, tasks, points=5, cache=False, progress=False)
+    _sync(a.device)
+    seconds = time.perf_counter() - t0
+    out = {"points": 5, "seconds": seconds, "points_per_s": 5 / seconds, "examples": len(tasks[0].examples),
+           "label_tokens": tasks[0].loss_evaluator.n_tokens, "loss": frame["loss"].tolist()}
+    del base
+    _free_device()
+    return out
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
 
 
 def _cli(main: Callable[[list[str]], int], argv: list[str]) -> None:
@@ -167,15 +275,18 @@ def main(argv: list[str] | None = None) -> int:
             ("learning", lambda: check_learning(a, work)),
             ("barrier", lambda: check_barrier(a, work, report["checks"]["learning"])),
             ("eval", lambda: check_eval(a, work, report["checks"]["learning"])),
+            ("scale", lambda: check_scale(a, work)),
+            ("scale_analysis", lambda: check_scale_analysis(a, work)),
         ]
         for name, fn in steps:
             t0 = time.perf_counter()
             try:
-                report["checks"][name] = fn()
+                report["checks"][name] = run_limited(fn, LIMITS[name] * (4 if a.smoke else 1))
             except Exception as e:  # record and go on: one broken check must not hide the others' figures
                 report["checks"][name] = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-2000:]}
                 report["failed"].append(name)
             report["checks"][name]["wall_s"] = round(time.perf_counter() - t0, 2)
+            _free_device()
             print(f"gpu_check: {name} {'FAILED' if name in report['failed'] else 'ok'} "
                   f"({report['checks'][name]['wall_s']} s)", flush=True)
             (out / "gpu_check.json").write_text(json.dumps(report, indent=1, default=str))

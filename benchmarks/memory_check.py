@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -69,12 +70,20 @@ def cpu_peak_bytes(step, live_before: int) -> int:
 
 def measure(shape: dict[str, Any], method: str, batch: int, seq_len: int, model_dtype: str = "fp32",
             mixed_precision: str = "no", checkpointing: bool = False, answer_fraction: float = 0.25,
-            targets: list[str] | None = None, device: str = "cpu") -> int:
-    """Peak tensor bytes of one training step of `method` (see the module docstring for how)."""
-    from accelerate import Accelerator
-    from transformers import LlamaConfig, LlamaForCausalLM
+            targets: list[str] | None = None, device: str = "cpu", steps: int = 1,
+            save_to: str | None = None) -> dict[str, Any]:
+    """Peak tensor bytes of a training step of `method` (see the module docstring for how), and more.
 
-    from mcl.adapters import LoraSpec
+    With `steps` > 1 the later steps are timed (`ms_per_step`; on CUDA the peak covers every step);
+    `slow_moved` says whether I-LoRA's slow learner changed over the steps (None for other methods);
+    `save_to` writes the method's adapters there afterwards (PEFT dirs, as a run's task dir).
+    """
+    import time
+
+    from accelerate import Accelerator
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from mcl.adapters import LoraSpec, get_state
     from mcl.data.tokenize import Encoded, collate
     from mcl.models import enable_gradient_checkpointing
     from mcl.train.config import load_config
@@ -82,7 +91,9 @@ def measure(shape: dict[str, Any], method: str, batch: int, seq_len: int, model_
     from mcl.train.methods import METHODS, Context
 
     torch.manual_seed(0)
-    base = LlamaForCausalLM(LlamaConfig(**shape, max_position_embeddings=max(2048, seq_len))).to(DTYPES[model_dtype])
+    config = LlamaConfig(**shape, max_position_embeddings=max(2048, seq_len))
+    with torch.device(device):  # built where it runs, in its dtype (a 7B shape never exists in fp32)
+        base = AutoModelForCausalLM.from_config(config, dtype=DTYPES[model_dtype])
     if checkpointing:
         enable_gradient_checkpointing(base)
     lora = LoraSpec(r=8, alpha=16.0, target_modules=targets or ["q_proj", "v_proj"])
@@ -113,6 +124,7 @@ def measure(shape: dict[str, Any], method: str, batch: int, seq_len: int, model_
     opt.zero_grad(set_to_none=True)
     current = examples(2)
     amp = torch.autocast(torch.device(device).type, dtype=DTYPES.get(mixed_precision), enabled=mixed_precision != "no")
+    slow_before = get_state(ctx.peft, "slow") if "slow" in ctx.peft.peft_config else None
 
     def step() -> None:
         b = to_device({**collate(current, 0), "examples": current, "task": [1] * batch}, device)
@@ -127,12 +139,25 @@ def measure(shape: dict[str, Any], method: str, batch: int, seq_len: int, model_
     if device == "cpu":
         live = [*ctx.model.parameters(), *ctx.model.buffers(),
                 *(t for s in opt.state.values() for t in s.values())]
-        return cpu_peak_bytes(step, _live_bytes(live))
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    step()
-    torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated()
+        peak = cpu_peak_bytes(step, _live_bytes(live))
+    else:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+    t0 = time.perf_counter()
+    for _ in range(steps - 1):
+        step()
+    if device != "cpu":
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated()
+    ms = (time.perf_counter() - t0) / (steps - 1) * 1e3 if steps > 1 else None
+    moved = None
+    if slow_before is not None:
+        after = get_state(ctx.peft, "slow")
+        moved = any(not torch.equal(after[k], v) for k, v in slow_before.items())
+    if save_to is not None:
+        m.save_task(Path(save_to), {"task": "new", "phase": 1, "method": method})
+    return {"peak_bytes": peak, "ms_per_step": ms, "slow_moved": moved}
 
 
 def formula_bytes(shape: dict[str, Any], method: str, batch: int, seq_len: int, model_dtype: str, mixed_precision: str,
@@ -154,7 +179,7 @@ def compare(case: str, method: str, checkpointing: bool, batch: int, seq_len: in
 
     shape, dtype, mp, targets = CASES[case]
     args = (method, batch, seq_len, dtype, mp, checkpointing, answer_fraction, targets)
-    measured = measure(shape, *args, device=device)
+    measured = measure(shape, *args, device=device)["peak_bytes"]
     formula = formula_bytes(shape, *args)
     return {"case": case, "method": method, "checkpointing": checkpointing, "batch": batch, "seq_len": seq_len,
             "formula_gib": formula / GIB, "measured_gib": measured / GIB, "ratio": formula / measured}

@@ -11,7 +11,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from mcl.adapters import LoraSpec, add_lora, lora_parameters
 from mcl.errors import MclError
 from mcl.train.config import load_config
-from mcl.train.memory import GIB, LLAMA2_7B, Shape, check_run_memory, estimate, estimate_run
+from mcl.train.memory import GIB, GPU_GIB, LLAMA2_7B, Shape, check_run_memory, estimate, estimate_run
 from test_train import _cfg, setting  # noqa: F401  (module fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +91,8 @@ def _llama2_7b_shape() -> Shape:
     return shape
 
 
-@pytest.mark.parametrize("name, gib, smaller", [("llama2-7b-trace-40gb", 39.5, 20.0), ("llama2-7b-trace-80gb", 79.2, 39.5)])
+@pytest.mark.parametrize("name, gib, smaller", [("llama2-7b-trace-40gb", GPU_GIB[40], GPU_GIB[24]),
+                                               ("llama2-7b-trace-80gb", GPU_GIB[80], GPU_GIB[40])])
 def test_shipped_7b_configs_fit_their_gpu_by_the_formula(name, gib, smaller):
     cfg = load_config(ROOT / "configs" / f"{name}.yaml")
     assert cfg.train.max_len == 1536 and cfg.train.gradient_checkpointing and cfg.model_dtype == "bf16"

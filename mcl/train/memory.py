@@ -30,6 +30,7 @@ DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 LAYER_BYTES = {"fp32": (11.5, 13.6, 8.2), "half": (12.0, 6.0, 4.2)}
 LORA_INPUT_BYTES = 2.0  # per input feature of each LoRA-targeted module, per token
 HEADROOM_GIB = 1.5  # CUDA context, cuBLAS workspaces
+GPU_GIB = {24: 23.5, 40: 39.4, 80: 79.1}  # GiB that torch reports on "24/40/80 GB" cards (e.g. 4090, A100, H100)
 REPLAY_METHODS = {"er": 2, "ilora": 2, "ilora-released": 2}  # batches in one step's graph
 SLOW_METHODS = {"ilora", "ilora-released"}
 
@@ -209,12 +210,12 @@ def table(shape: Shape, lora: LoraSpec, method: str, seq_len: int, batches: list
     for batch in batches:
         for ckpt in (False, True):
             e = estimate(shape, lora, method, batch, seq_len, "bf16", ckpt)
-            fits = ", ".join(f"{g} GB" for g in gpus if e.fits(g)) or "none"
+            fits = ", ".join(f"{g} GB" for g in gpus if e.fits(GPU_GIB[g])) or "none"
             rows.append(f"| {batch} | {'on' if ckpt else 'off'} | {e.base:.1f} | {e.lora_and_optimizer:.2f} | "
                         f"{e.slow_learner:.3f} | {e.activations:.1f} | {e.total:.1f} | {fits} |")
     return "\n".join(rows)
 
 
 if __name__ == "__main__":  # python -m mcl.train.memory: the README's Llama-2-7B table
-    print(table(LLAMA2_7B, LoraSpec(r=8, alpha=16.0, target_modules=["q_proj", "v_proj"]), "ilora", 1024,
+    print(table(LLAMA2_7B, LoraSpec(r=8, alpha=16.0, target_modules=["q_proj", "v_proj"]), "ilora", 1536,
                 [1, 2, 4, 8, 16]))
