@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
     ratios = {}
     if "er" in rows and "ilora" in rows:
         ratios["ilora_over_er_step_time"] = rows["ilora"]["ms_per_step"] / rows["er"]["ms_per_step"]
-        print(f"ilora / er step time:         {ratios['ilora_over_er_step_time']:.3f}x   (target <= 1.25x)")
+        print(f"ilora / er step time:         {ratios['ilora_over_er_step_time']:.3f}x   (target <= 1.15x, issue 24)")
     if "seq" in rows and "bare" in rows:
         ratios["seq_over_bare_tokens_per_s"] = rows["seq"]["tokens_per_s"] / rows["bare"]["tokens_per_s"]
         print(f"mcl seq / lean bare loop tokens/s: {ratios['seq_over_bare_tokens_per_s']:.3f}x   (target >= 1.0x)")
