@@ -42,7 +42,7 @@ SMOLLM2_SHAPE = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=
                      num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True)
 TOY_SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, vocab_size=4096, tie_word_embeddings=True)
-LIMITS = {"train_step": 120, "learning": 90, "barrier": 45, "eval": 30, "scale": 150, "scale_analysis": 45}  # s, 8 min
+LIMITS = {"train_step": 130, "learning": 100, "barrier": 40, "eval": 30, "scale": 140, "scale_analysis": 40}  # s, 8 min
 SCALE_TARGETS = ["q_proj", "v_proj"]  # as configs/llama2-7b-trace-*.yaml
 
 
@@ -89,7 +89,7 @@ def check_train_step(a, work: Path) -> dict:
     model = "smollm2" if real else shaped_model(work / "shaped", TOY_SHAPE if a.smoke else SMOLLM2_SHAPE)
     steps, batch, max_len = (3, 4, 64) if a.smoke else (30, 16, 256)
     argv = ["--model", model, "--steps", str(steps), "--batch", str(batch), "--max-len", str(max_len),
-            "--device", a.device, "--dtype", a.dtype, "--repeats", "1" if a.smoke else "2", "--tasks", "topic,fomc"]
+            "--device", a.device, "--dtype", a.dtype, "--repeats", "1", "--tasks", "topic,fomc"]
     result = train_step.main(argv)
     result["model"] = "smollm2 (real weights)" if real else "SmolLM2-135M shape, random weights" if not a.smoke else "toy"
     from mcl.train.memory import estimate_for

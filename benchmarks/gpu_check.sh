@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU check of the project in one run (<= 8 min on one H200), figures in one JSON file.
+# Every GPU check of the project in one run (<= 8 min on one H100: each check has a time limit), figures in one JSON file.
 #
 #   benchmarks/gpu_check.sh [--smoke] [OUT_DIR]      (OUT_DIR default: $OUT if set, else out/gpu_check)
 #

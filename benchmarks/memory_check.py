@@ -162,13 +162,12 @@ def measure(shape: dict[str, Any], method: str, batch: int, seq_len: int, model_
 
 def formula_bytes(shape: dict[str, Any], method: str, batch: int, seq_len: int, model_dtype: str, mixed_precision: str,
                   checkpointing: bool, answer_fraction: float, targets: list[str]) -> float:
-    """The formula's total for the same step, in bytes."""
+    """The formula's total for the same step, in bytes (it does not depend on `mixed_precision`)."""
     from mcl.adapters import LoraSpec
     from mcl.train.memory import GIB, Shape, estimate
 
     lora = LoraSpec(r=8, alpha=16.0, target_modules=targets)
-    e = estimate(Shape.from_config(shape), lora, method, batch, seq_len, model_dtype, checkpointing,
-                 answer_fraction, mixed_precision)
+    e = estimate(Shape.from_config(shape), lora, method, batch, seq_len, model_dtype, checkpointing, answer_fraction)
     return e.total * GIB
 
 

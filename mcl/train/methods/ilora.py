@@ -306,16 +306,19 @@ class ILoRA(ER):
         On a CPU, where the forward is compute-bound, rows run in two length groups when that skips at least
         5% of the padded positions (a GPU step is bound by kernel launches at small scale, so it splits only
         at 25%); each row's states at its own positions are the same either way (right padding, causal model).
+        The LM head is skipped (`head_at` no position): HF's `logits_to_keep=1` slices a non-contiguous last
+        column, which torch multiplies by a batch-expanded copy of the head's weight (batch × vocab × hidden).
         """
         ids, mask = replay["input_ids"], replay["attention_mask"]
         lengths = replay["lengths"] if "lengths" in replay else mask.sum(1).tolist()
         groups = length_buckets(lengths, 0.05 if ids.device.type == "cpu" else 0.25)
         states = None
-        with active_adapter(self.ctx.peft, "slow"):
+        no_rows = torch.empty(0, dtype=torch.long, device=ids.device)  # the LM head runs on no position at all
+        with active_adapter(self.ctx.peft, "slow"), head_at(self.ctx.peft, no_rows):
             for rows, width in groups:
                 pick = slice(None) if len(groups) == 1 else torch.tensor(rows, device=ids.device)
                 out = self.ctx.peft(input_ids=ids[pick, :width], attention_mask=mask[pick, :width],
-                                    output_hidden_states=True, logits_to_keep=1, use_cache=False)
+                                    output_hidden_states=True, use_cache=False)
                 hidden = self._select(out.hidden_states)
                 if len(groups) == 1:
                     return hidden
