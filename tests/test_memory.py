@@ -133,3 +133,13 @@ def test_ignore_memory_check_leaves_the_run_hash_alone(tmp_path):
     a = load_config(None, runs_dir=str(tmp_path))
     b = load_config(None, runs_dir=str(tmp_path), **{"train.ignore_memory_check": True})
     assert b.train.ignore_memory_check and a.run_hash(["x"]) == b.run_hash(["x"])
+
+
+def test_a_model_the_formula_does_not_know_gets_no_estimate_and_no_refusal(tmp_path):
+    from transformers import GPT2Config
+
+    GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=100).save_pretrained(tmp_path / "gpt2")
+    cfg = load_config(None, model=str(tmp_path / "gpt2"), runs_dir=str(tmp_path))
+    lines = []
+    assert check_run_memory(cfg, torch.device("cpu"), lines.append) is None
+    assert lines == [f"memory estimate: none ({tmp_path / 'gpt2'} is not a LLaMA-style decoder the formula knows)"]

@@ -175,7 +175,11 @@ def check_run_memory(cfg: Any, device: Any, say: Any = print) -> MemoryEstimate 
 
     from mcl.errors import MclError
 
-    est = estimate_run(cfg)
+    try:
+        est = estimate_run(cfg)
+    except (OSError, ValueError, KeyError) as e:  # loading the model reports what is wrong with it
+        say(f"memory estimate: none (the config of {cfg.model} could not be read: {type(e).__name__})")
+        return None
     t = cfg.train
     if est is None:
         say(f"memory estimate: none ({cfg.model} is not a LLaMA-style decoder the formula knows)")
