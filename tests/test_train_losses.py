@@ -1,4 +1,4 @@
-"""Training losses: CE with the LM head at label positions only, and I-LoRA's per-layer gap term (value and gradient)."""
+"""Training losses: CE with the LM head at label positions only; I-LoRA's per-layer gap term (value and gradient)."""
 
 import pytest
 import torch
@@ -76,7 +76,8 @@ def test_squared_gap_value_and_gradient_equal_a_hand_computation(negative_only):
     assert float(value.detach()) == pytest.approx(want, rel=1e-6)
     (3.0 * value).backward()
     torch.testing.assert_close(fast.grad, 3.0 * grad.to(fast.grad.dtype))
-    assert torch.autograd.gradcheck(lambda f: squared_gap(f, slow, at, negative_only).double(), (fast.detach().requires_grad_(),))
+    leaf = fast.detach().requires_grad_()
+    assert torch.autograd.gradcheck(lambda f: squared_gap(f, slow, at, negative_only), (leaf,))
 
 
 def test_squared_gap_keeps_no_copy_of_the_states_for_backward():
@@ -113,31 +114,3 @@ def test_ilora_consistency_value_and_gradient_equal_the_masked_mse(target, tmp_p
     for a, b in zip(torch.autograd.grad(got, hw), torch.autograd.grad(want, hw)):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-8)
 
-
-@pytest.mark.parametrize("target", ["max", "slow"])
-def test_ilora_logit_consistency_compares_both_learners_at_each_label_position(target, tmp_path):
-    from mcl.train.config import load_config
-    from mcl.train.methods import METHODS, Context
-    from mcl.train.methods.base import active_adapter
-
-    cfg = load_config(None, model="tiny", runs_dir=str(tmp_path))
-    ctx = Context(model=None, tokenizer=None, accelerator=Accelerator(cpu=True), config=cfg, tasks=["a", "b"])
-    method = METHODS["ilora"](ctx, consistency_on="logits", consistency_target=target)
-    torch.manual_seed(0)
-    ctx.model = method.setup(LlamaForCausalLM(LlamaConfig(**TINY)), LoraSpec(r=4, alpha=8.0), seed=0)
-    with torch.no_grad():
-        for n, p in ctx.model.named_parameters():
-            if ".fast." in n and "lora_B" in n:
-                p.normal_(0, 0.5)  # the learners differ
-    replay = to_device(_batch(), "cpu")
-    got = method.logit_consistency(answer_ce(ctx.model, replay)[2].logits, replay)
-    ids, mask = replay["input_ids"], replay["attention_mask"]
-    with torch.no_grad():
-        fast = ctx.model(input_ids=ids, attention_mask=mask).logits  # every position, by hand
-        with active_adapter(ctx.model, "slow"):
-            slow = ctx.model(input_ids=ids, attention_mask=mask).logits
-    rows, cols = (replay["labels"][:, 1:] != -100).nonzero(as_tuple=True)
-    d = fast[rows, cols] - slow[rows, cols]
-    want = (d.clamp(max=0) if target == "max" else d).square().mean()
-    assert float(want) > 1e-6
-    torch.testing.assert_close(got.detach(), want, rtol=1e-5, atol=1e-7)

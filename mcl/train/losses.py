@@ -87,7 +87,7 @@ def _gap(fast: torch.Tensor, slow: torch.Tensor, at: torch.Tensor, negative_only
 
 
 class _SquaredGap(torch.autograd.Function):
-    """Σ (fast − slow)² over the rows `at` (only the negative part with `negative_only`), summed in fp32 (or fp64)."""
+    """Σ (fast − slow)² over the rows `at` (its negative part only with `negative_only`), in fp32 (or fp64)."""
 
     @staticmethod
     def forward(ctx, fast, slow, at, negative_only):
@@ -104,7 +104,7 @@ class _SquaredGap(torch.autograd.Function):
 
 
 def squared_gap(fast: torch.Tensor, slow: torch.Tensor, at: torch.Tensor, negative_only: bool = False) -> torch.Tensor:
-    """Σ over flat positions `at` of (fast − slow)², or of min(fast − slow, 0)² (fp32 scalar; grad to `fast` only).
+    """Σ over flat positions `at` of (fast − slow)², or of min(fast − slow, 0)² (fp32 scalar; grads to `fast`).
 
     `fast` and `slow` are (…, hidden) states of one layer; `at` indexes their flattened leading dimensions.
     Memory: nothing beyond references to the two states is kept for backward.

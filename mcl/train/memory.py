@@ -135,15 +135,23 @@ def estimate(shape: Shape, lora: LoraSpec | None = None, method: str = "seq", ba
     return MemoryEstimate(**{k: v / GIB for k, v in parts.items()}, total=sum(parts.values()) / GIB)
 
 
-def estimate_for(model: str, method: str, batch: int, seq_len: int, model_dtype: str = "bf16",
-                 checkpointing: bool = False, lora: LoraSpec | None = None) -> MemoryEstimate:
-    """`estimate` for a model given by name, dir or hub id (its config.json is read, no weights)."""
+def model_shape(model: str) -> Shape | None:
+    """The shape of a model given by name, dir or hub id (its config.json, no weights); None if not LLaMA-style."""
     from transformers import AutoConfig
 
     from mcl.models import resolve_model
 
-    shape = Shape.from_config(AutoConfig.from_pretrained(resolve_model(model)))
-    return estimate(shape, lora, method, batch, seq_len, model_dtype, checkpointing)
+    config = AutoConfig.from_pretrained(resolve_model(model))
+    keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+    if any(not isinstance(getattr(config, k, None), int) for k in keys):
+        return None
+    return Shape.from_config(config)
+
+
+def estimate_for(model: str, method: str, batch: int, seq_len: int, model_dtype: str = "bf16",
+                 checkpointing: bool = False, lora: LoraSpec | None = None) -> MemoryEstimate:
+    """`estimate` for a model given by name, dir or hub id (its config.json is read, no weights)."""
+    return estimate(model_shape(model), lora, method, batch, seq_len, model_dtype, checkpointing)
 
 
 def estimate_run(cfg: Any, shape: Shape | None = None) -> MemoryEstimate | None:
@@ -152,16 +160,9 @@ def estimate_run(cfg: Any, shape: Shape | None = None) -> MemoryEstimate | None:
     The shape is read from the model's config.json (no weights) unless given; None when that config does not
     describe a LLaMA-style decoder (the formula's shape).
     """
+    shape = shape or model_shape(cfg.model)
     if shape is None:
-        from transformers import AutoConfig
-
-        from mcl.models import resolve_model
-
-        config = AutoConfig.from_pretrained(resolve_model(cfg.model))
-        keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
-        if any(not isinstance(getattr(config, k, None), int) for k in keys):
-            return None
-        shape = Shape.from_config(config)
+        return None
     t = cfg.train
     return estimate(shape, cfg.lora, cfg.method, t.batch_size, t.max_len, cfg.model_dtype, t.gradient_checkpointing)
 
@@ -186,18 +187,16 @@ def check_run_memory(cfg: Any, device: Any, say: Any = print) -> MemoryEstimate 
         return None
     line = (f"memory estimate per device: {est.total:.1f} GiB (base {est.base:.1f}, LoRA + AdamW "
             f"{est.lora_and_optimizer + est.slow_learner:.2f}, activations {est.activations:.1f}) at micro-batch "
-            f"{t.batch_size} x {t.max_len} tokens, {cfg.method}, checkpointing {'on' if t.gradient_checkpointing else 'off'}")
-    if getattr(device, "type", str(device)) == "cuda" and torch.cuda.is_available():
-        free = torch.cuda.mem_get_info(device)[0] / GIB
-        line += f"; {free:.1f} GiB free on {device}"
-        say(line)
-        if not est.fits(free) and not t.ignore_memory_check:
-            raise MclError(f"this run needs about {est.total * 1.1 + HEADROOM_GIB:.1f} GiB on {device} (estimate + 10% + "
-                           f"{HEADROOM_GIB} GiB), {free:.1f} GiB are free: lower train.batch_size (raise train.grad_accum), "
-                           f"set train.gradient_checkpointing: true or lower train.max_len; "
-                           f"train.ignore_memory_check=true runs it anyway")
-        return est
-    say(line)
+            f"{t.batch_size} x {t.max_len} tokens, {cfg.method}, "
+            f"checkpointing {'on' if t.gradient_checkpointing else 'off'}")
+    on_gpu = getattr(device, "type", str(device)) == "cuda" and torch.cuda.is_available()
+    free = torch.cuda.mem_get_info(device)[0] / GIB if on_gpu else None
+    say(line if free is None else f"{line}; {free:.1f} GiB free on {device}")
+    if free is not None and not est.fits(free) and not t.ignore_memory_check:
+        raise MclError(f"this run needs about {est.total * 1.1 + HEADROOM_GIB:.1f} GiB on {device} (estimate + 10% + "
+                       f"{HEADROOM_GIB} GiB), {free:.1f} GiB are free: lower train.batch_size (raise "
+                       f"train.grad_accum), set train.gradient_checkpointing: true or lower train.max_len; "
+                       f"train.ignore_memory_check=true runs it anyway")
     return est
 
 
