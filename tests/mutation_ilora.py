@@ -42,7 +42,7 @@ MUTATIONS = [
     Mutation("consistency loss without the padding mask", ILORA,
              "        if valid is None:\n            valid = mask.flatten().nonzero().squeeze(1)\n",
              "        valid = torch.arange(mask.numel())\n"),
-    Mutation("min instead of max as the target", ILORA, "d = d.clamp(max=0)", "d = d.clamp(min=0)"),
+    Mutation("min instead of max as the target", "mcl/train/losses.py", "gap.clamp_(max=0)", "gap.clamp_(min=0)"),
     Mutation("slow forward drops attention_mask", ILORA, "attention_mask=mask[pick, :width],", ""),
     Mutation("slow states of a length group written to the wrong rows", ILORA,
              "full[pick, :width] = h", "full[:len(h), :width] = h"),
