@@ -16,7 +16,8 @@ reported beside wall time: on a machine shared with other jobs it is the steadie
          [--mixed-precision bf16] [--json OUT.json]
 
 Prints ms/step, tokens/s and peak CUDA memory (on a GPU) per method, then the two ratios the issue sets
-targets for: ilora/er step time (target <= 1.25x) and mcl seq / lean bare tokens/s (target >= 1.0x, issue 24).
+targets for: ilora/er step time (target <= 1.15x, issue 24) and mcl seq / lean bare tokens/s (target >= 1.0x,
+issue 24).
 """
 
 from __future__ import annotations
