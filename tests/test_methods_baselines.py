@@ -221,3 +221,13 @@ def test_the_path_analysis_refuses_prompt_checkpoints_in_one_line(setting, tmp_p
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "LoRA" in err[0] and method in err[0]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("method, args", [("pp", {"prefix_length": 2, "mlp_bottleneck": 0}),
+                                          ("l2p", {"pool_size": 4, "prompt_length": 2, "top_n": 2})])
+def test_prompt_methods_generate_with_the_kv_cache(setting, tmp_path, method, args):  # noqa: F811
+    """Scoring with generation: decode steps find the prefix in the cache (L2P's query runs once, at prefill)."""
+    run_dir = train(_cfg(setting, tmp_path, method, tasks=setting["tasks"][:1], method_args=args,
+                         **{"eval.generate": True, "eval.batch_size": 4}), progress_bar=False)
+    R = pd.read_csv(run_dir / "metrics" / "R.csv", index_col=0)
+    assert R.notna().all().all() and ((R >= 0) & (R <= 1)).all().all()

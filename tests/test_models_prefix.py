@@ -41,16 +41,25 @@ def test_soft_prefix_equals_peft_prompt_tuning_for_logits_and_the_decoder_path()
     assert not torch.allclose(bare[m], mine[m], atol=1e-3)
 
 
-def test_soft_prefix_generation_with_left_padding_equals_peft():
+def test_soft_prefix_cached_generation_with_left_padding_equals_full_forwards_each_step():
+    """Decode steps find the prefix in the KV cache: the same tokens as re-running the whole prefixed sequence."""
     base, peft, soft, L = _pair()
     ids = torch.randint(3, 100, (2, 7))
     mask = torch.ones_like(ids)
     ids[0, :3], mask[0, :3] = 0, 0  # left padding, as in generation
-    kw = dict(max_new_tokens=8, do_sample=False, pad_token_id=0, eos_token_id=None)
+    calls = []
+    provider = soft.provider
+    soft.provider = lambda i, m: calls.append(i.shape) or provider(i, m)
     with torch.no_grad():
-        mine = base.generate(input_ids=ids, attention_mask=mask, **kw)[:, 7:]
-        theirs = peft.generate(input_ids=ids, attention_mask=mask, **kw)[:, -8:]
-    assert torch.equal(mine, theirs)
+        mine = base.generate(input_ids=ids, attention_mask=mask, max_new_tokens=8, do_sample=False, pad_token_id=0,
+                             eos_token_id=None)[:, 7:]
+        assert calls == [ids.shape]  # the prefix is built once, at prefill
+        seq, m = ids, mask
+        for _ in range(8):  # no cache: every step runs the prefixed sequence through (equal to PEFT's logits above)
+            pos = (m.cumsum(-1) - 1).clamp(min=0)
+            nxt = base(input_ids=seq, attention_mask=m, position_ids=pos, use_cache=False).logits[:, -1].argmax(-1)
+            seq, m = torch.cat([seq, nxt[:, None]], 1), torch.cat([m, torch.ones_like(m[:, :1])], 1)
+    assert torch.equal(mine, seq[:, 7:])
 
 
 def test_input_positions_are_the_callers_mask_or_every_real_token():

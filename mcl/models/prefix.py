@@ -68,7 +68,7 @@ class SoftPrefix:
             return None
         ids = kwargs.get("input_ids", args[0] if args else None)
         mask = kwargs.get("attention_mask")
-        cache = kwargs.get("past_key_values")
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))  # transformers 5.x names it `cache`
         filled = cache is not None and cache.get_seq_length() > 0
         if filled:  # a decode step: the prefix is in the cache already
             L = self.length
@@ -84,9 +84,8 @@ class SoftPrefix:
             kwargs = {k: v for k, v in kwargs.items() if k != "input_ids"}
             args = ()
             kwargs["inputs_embeds"] = torch.cat([prefix, embeds], dim=1)
-        batch = kwargs["inputs_embeds"].shape[0] if "inputs_embeds" in kwargs else (ids.shape[0] if ids is not None else 1)
         if mask is not None:
-            kwargs["attention_mask"] = torch.cat([mask.new_ones(batch, L), mask], dim=1)
+            kwargs["attention_mask"] = torch.cat([mask.new_ones(mask.shape[0], L), mask], dim=1)
         if kwargs.get("position_ids") is not None:
             pos = kwargs["position_ids"]
             head = torch.arange(L, device=pos.device).expand(pos.shape[0], L) if not filled else pos[:, :0]
