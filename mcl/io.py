@@ -32,6 +32,13 @@ def cache_root() -> Path:
     return Path(os.environ.get("MCL_CACHE", Path.home() / ".cache" / "mcl")).expanduser()
 
 
+def is_main_process() -> bool:
+    """False only in a torch.distributed process other than global rank 0 (which writes what all share)."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
 def check_name(name: object, what: str) -> str:
     """A name that becomes one path component (run, task): no separators, NUL, control chars or leading dot."""
     if (not isinstance(name, str) or not name or len(name) > 128 or name.startswith(".")

@@ -237,6 +237,8 @@ def test_bad_config_inputs_exit_2(setting, tmp_path, capsys):
         "unknown config key 'lora.rank'": ["lora.rank=4"],
         "train.lr must be > 0": ["train.lr=0"],
         "unknown task '/nonexistent/task'": [f"tasks=[{setting['tasks'][0]},/nonexistent/task]"],
+        "train.fsdp does not support method 'ewc'": ["method=ewc", "train.fsdp=true"],
+        "config key train.fsdp: expected true/false": ["train.fsdp=maybe"],
     }
     for message, extra in cases.items():
         rc, err = _run_cli(capsys, ["train", *common, *extra])
@@ -246,6 +248,42 @@ def test_bad_config_inputs_exit_2(setting, tmp_path, capsys):
     cfg_file.write_text("tasks: [a\n")
     rc, err = _run_cli(capsys, ["train", str(cfg_file)])
     assert rc == 2 and "malformed YAML" in err
+
+
+@pytest.mark.parametrize("var", ["ACCELERATE_USE_DEEPSPEED", "ACCELERATE_USE_FSDP"])
+def test_accelerate_deepspeed_or_fsdp_plugin_is_refused_naming_train_fsdp(setting, tmp_path, capsys, monkeypatch, var):
+    monkeypatch.setenv(var, "true")
+    rc, err = _run_cli(capsys, ["train", f"model={setting['model']}", f"runs_dir={tmp_path}", "--quiet",
+                                f"tasks=[{setting['tasks'][0]}]"])
+    assert rc == 2 and var in err and "train.fsdp: true" in err and len(err.splitlines()) == 1, err
+    assert not list(tmp_path.iterdir())  # refused before anything is written
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_fsdp_units_are_layers_embeddings_decoder_and_root(tied):
+    """Scoring calls the decoder and the LM head apart, so each is a unit; tied embeddings share one."""
+    from mcl.train.parallel import fsdp_units
+
+    cfg = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=3, num_attention_heads=2,
+                      num_key_value_heads=2, tie_word_embeddings=tied)
+    model = LlamaForCausalLM(cfg)
+    embed, head = model.model.embed_tokens, model.lm_head
+    assert fsdp_units(model) == [*model.model.layers, *([[embed, head]] if tied else [embed, head]), model.model, model]
+    model._no_split_modules = None
+    with pytest.raises(MclError, match="train.fsdp: LlamaForCausalLM names no decoder layer class"):
+        fsdp_units(model)
+
+
+def test_fsdp_with_one_process_changes_nothing(setting, tmp_path):
+    """train.fsdp is a new hash key (old runs keep theirs), and with one process it trains exactly as without."""
+    kw = {"tasks": setting["tasks"][:1], "train.steps_per_task": 2}
+    plain = _cfg(setting, tmp_path / "a", **kw)
+    sharded = _cfg(setting, tmp_path / "b", **kw, **{"train.fsdp": True})
+    assert plain.run_hash(["h"]) != sharded.run_hash(["h"])  # hashed when set; at false left out, as added keys are
+    a, b = train(plain, progress_bar=False), train(sharded, progress_bar=False)
+    _assert_same_adapters({k.split("/")[-1]: v for k, v in _tensors(a).items()},
+                          {k.split("/")[-1]: v for k, v in _tensors(b).items()})
+    assert json.loads((b / "metrics" / "phase-0.json").read_text())["sharing"] == "single"
 
 
 def test_nan_loss_stops_keeps_checkpoint_exit_2(setting, tmp_path, capsys, monkeypatch):
@@ -340,12 +378,12 @@ def test_every_micro_batch_reaches_the_replay_buffer(setting, tmp_path, capsys, 
     assert "global batch 8 = 4 per device x 1 processes x 2 accumulation steps" in capsys.readouterr().out
 
 
-def _torchrun(args: list[str], done) -> subprocess.CompletedProcess:
+def _torchrun(args: list[str], done, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run tests/torchrun_train.py on 2 CPU processes (gloo); retry once if `done(proc)` is false."""
     root = Path(__file__).resolve().parents[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(root / "tests" / "torchrun_train.py"), *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(root)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(root), **(env or {})}
     for _ in range(2):  # a first gloo start was seen to abort once (DESIGN.md §9)
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
         if done(proc):
@@ -354,55 +392,148 @@ def _torchrun(args: list[str], done) -> subprocess.CompletedProcess:
     return proc
 
 
-def test_torchrun_er_is_distributed_and_a_killed_run_resumes_bit_identical(setting, tmp_path):
-    """2 processes really split each batch; killed mid-task 2 and resumed, the run ends as an uninterrupted one."""
+def _finished(proc) -> bool:
+    return proc.returncode == 0
+
+
+def _run_config(setting, tmp_path: Path, where: str, method: str, fsdp: bool = False, **train_keys) -> Path:
+    """A 2-task YAML config for torchrun (runs under tmp_path/where); the file's path."""
+    path = tmp_path / f"{where}.yaml"
+    path.write_text(json.dumps({
+        "model": setting["model"], "tasks": setting["tasks"][:2], "method": method, "runs_dir": str(tmp_path / where),
+        "method_args": {"buffer_size": 64} if "buffer_size" in METHODS[method].defaults else {},
+        "lora": {"r": 4, "alpha": 8.0},
+        "train": {"steps_per_task": 4, "batch_size": 4, "warmup": 1, "lr": 5e-3, "checkpoint_every": 2,
+                  "fsdp": fsdp, **train_keys},
+        "eval": {"max_examples": 8, "batch_size": 8, "generate": True},
+    }))
+    return path
+
+
+def _assert_same_adapters(a: dict, b: dict, atol: float = 0.0) -> None:
+    assert a.keys() == b.keys() and a
+    for name in a:
+        assert a[name].keys() == b[name].keys(), name
+        for k in a[name]:
+            if atol:
+                torch.testing.assert_close(a[name][k], b[name][k], rtol=0, atol=atol, msg=f"{name} {k}")
+            else:
+                assert torch.equal(a[name][k], b[name][k]), (name, k)
+
+
+@pytest.mark.parametrize("method", [pytest.param("er", marks=pytest.mark.slow), "ilora"])
+def test_torchrun_is_distributed_and_a_run_killed_in_task_2_resumes_bit_identical(setting, tmp_path, method):
+    """2 processes really split each batch; kill -9 mid-task 2 and resumed, the run ends as an uninterrupted one."""
     from mcl.train.data import make_batch
 
-    def config(where: str) -> Path:
-        path = tmp_path / f"{where}.yaml"
-        path.write_text(json.dumps({
-            "model": setting["model"], "tasks": setting["tasks"][:2], "method": "er", "runs_dir": str(tmp_path / where),
-            "method_args": {"buffer_size": 64}, "lora": {"r": 4, "alpha": 8.0},
-            "train": {"steps_per_task": 4, "batch_size": 4, "warmup": 1, "lr": 5e-3, "checkpoint_every": 2},
-            "eval": {"max_examples": 8, "batch_size": 8, "generate": True},
-        }))
-        return path
-
-    finished = lambda proc: proc.returncode == 0  # noqa: E731
-    full_cfg = load_config(config("full"))
-    _torchrun([str(tmp_path / "full.yaml")], finished)
+    full_cfg = load_config(_run_config(setting, tmp_path, "full", method))
+    _torchrun([str(tmp_path / "full.yaml")], _finished)
     full = resolve_run_dir(full_cfg)
 
-    cfg = load_config(config("killed"))
+    cfg = load_config(_run_config(setting, tmp_path, "killed", method))
     killed = resolve_run_dir(cfg)
     progress = killed / "state" / "progress.json"
     at_kill = {"phase": 1, "step": 2, "phases_done": 1, "processes": 2}
     stopped = lambda proc: progress.is_file() and json.loads(progress.read_text()) == at_kill  # noqa: E731
-    _torchrun([str(tmp_path / "killed.yaml"), "1", "2"], stopped)  # killed mid-task 2, replay active
+    proc = _torchrun([str(tmp_path / "killed.yaml"), "1", "2"], stopped)  # killed mid-task 2, replay active
+    assert proc.returncode != 0 and not (killed / "tasks" / "1-last").exists()
     with pytest.raises(MclError, match="checkpointed by 2 processes"):
         train(cfg, progress_bar=False)  # one process cannot take over two replay shards
-    _torchrun([str(tmp_path / "killed.yaml")], finished)
+    _torchrun([str(tmp_path / "killed.yaml")], _finished)
 
     a, b = _tensors(full), _tensors(killed)
-    assert a.keys() == b.keys() and len(a) == 2
-    for name in a:
-        for k in a[name]:
-            assert torch.equal(a[name][k], b[name][k]), (name, k)
+    assert len(a) == (4 if method == "ilora" else 2)
+    _assert_same_adapters(a, b)
     for csv in ("R.csv", "R_loss.csv"):
         assert (full / "metrics" / csv).read_text() == (killed / "metrics" / csv).read_text()
+    if method == "ilora":  # the slow learner kept moving in task 2 (it froze when prepare() re-wrapped per phase)
+        assert not torch.equal(a["tasks/1-last/slow"]["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"],
+                               a["tasks/0-first/slow"]["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"])
 
-    # really distributed: world size 2, and each process's buffer holds exactly its own slices of the batches
+    # really distributed: world size 2; one replay budget of 64 split 32 + 32; each buffer holds its own slices
     phase = json.loads((full / "metrics" / "phase-1.json").read_text())
     assert phase["batch"] == {"per_device": 4, "processes": 2, "grad_accum": 1, "global": 8}
+    assert phase["replay"] == {"buffer_size": 64, "per_process": [32, 32]} and phase["sharing"] == "replicas"
     data, pad = _encoded(setting, full_cfg)
     buffers = []
     for rank in (0, 1):
         state = load_file(full / "state" / f"rank{rank}.safetensors")
+        assert state["method::buffer.counters"].tolist() == [32, 2 * 4 * 4]
         offered = [ex for t in (0, 1) for m in range(4) for ex in make_batch(data, [t], full_cfg.train, t, m, pad, rank, 2)["examples"]]
         assert state["method::buffer.ids"].tolist() == [tok for ex in offered for tok in ex.input_ids]
         assert torch.equal(state["method::buffer.ids"], load_file(killed / "state" / f"rank{rank}.safetensors")["method::buffer.ids"])
         buffers.append(state["method::buffer.ids"])
     assert not torch.equal(buffers[0], buffers[1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_torchrun_every_method_keeps_the_processes_equal(setting, tmp_path, method):
+    """2 processes: every method's adapters are equal on both after each task; I-LoRA's slow learner moves in each."""
+    cfg = load_config(_run_config(setting, tmp_path, "run", method))
+    dumps = tmp_path / "dumps"
+    dumps.mkdir()
+    _torchrun([str(tmp_path / "run.yaml")], _finished, env={"MCL_DUMP_RANKS": str(dumps)})
+    run_dir = resolve_run_dir(cfg)
+    phases = 1 if method == "mtl" else 2
+    for phase in range(phases):
+        ranks = [load_file(dumps / f"rank{r}-phase{phase}.safetensors") for r in (0, 1)]
+        _assert_same_adapters({"state": ranks[0]}, {"state": ranks[1]})
+    saved = _tensors(run_dir)
+    assert len(saved) == phases * (2 if method.startswith("ilora") else 1)
+    if method.startswith("ilora"):
+        slow = [saved[f"tasks/{d}/slow"] for d in ("0-first", "1-last")]
+        assert all(slow[0][k].abs().sum() > 0 for k in slow[0] if "lora_B" in k)  # moved in task 1 (B starts at 0)
+        for k in slow[0]:  # and again in task 2
+            assert not torch.equal(slow[0][k], slow[1][k]), k
+        log = pd.read_csv(run_dir / "metrics" / "train_log.csv")
+        assert (log.slow_fast_dist > 0).all()
+    if "buffer_size" in METHODS[method].defaults:
+        replay = json.loads((run_dir / "metrics" / f"phase-{phases - 1}.json").read_text())["replay"]
+        assert replay == {"buffer_size": 64, "per_process": [32, 32]}
+
+
+@pytest.mark.slow
+def test_torchrun_seq_equals_one_process_at_the_same_global_batch(setting, tmp_path):
+    """seq on 2 processes x 4 examples ends where one process with batches of 8 does (to 1e-5)."""
+    _torchrun([str(_run_config(setting, tmp_path, "two", "seq"))], _finished)
+    two = resolve_run_dir(load_config(tmp_path / "two.yaml"))
+    one_cfg = _cfg(setting, tmp_path / "one", "seq", tasks=setting["tasks"][:2], **{"train.batch_size": 8,
+                   "train.steps_per_task": 4, "eval.generate": True})
+    one = train(one_cfg, progress_bar=False)
+    _assert_same_adapters(_tensors(two), _tensors(one), atol=1e-5)
+    losses = [pd.read_csv(d / "metrics" / "R_loss.csv", index_col=0) for d in (two, one)]
+    np.testing.assert_allclose(losses[0].values, losses[1].values, rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", sorted(m for m in METHODS if METHODS[m].fsdp))
+def test_torchrun_fsdp_matches_replicas_and_resumes_bit_identical(setting, tmp_path, method):
+    """train.fsdp on 2 processes (checkpointing on): the adapters of replicas to 1e-5, plain PEFT loads them;
+    ER and I-LoRA killed (kill -9) in task 2 and resumed end bit-identical."""
+    keys = {"gradient_checkpointing": True}  # as a 7B run would train
+    _torchrun([str(_run_config(setting, tmp_path, "replicas", method, **keys))], _finished)
+    replicas = resolve_run_dir(load_config(tmp_path / "replicas.yaml"))
+    _torchrun([str(_run_config(setting, tmp_path, "fsdp", method, fsdp=True, **keys))], _finished)
+    sharded = resolve_run_dir(load_config(tmp_path / "fsdp.yaml"))
+    a, b = _tensors(replicas), _tensors(sharded)
+    _assert_same_adapters(a, b, atol=1e-5)
+    phase = json.loads((sharded / "metrics" / "phase-0.json").read_text())
+    assert phase["sharing"] == "fsdp"
+    losses = [pd.read_csv(d / "metrics" / "R_loss.csv", index_col=0) for d in (replicas, sharded)]
+    np.testing.assert_allclose(losses[0].values, losses[1].values, rtol=0, atol=1e-5)
+    base = AutoModelForCausalLM.from_pretrained(setting["model"])
+    PeftModel.from_pretrained(base, _adapter_dirs(sharded)[-1])  # saved whole, as plain peft reads it
+    if method not in ("er", "ilora"):
+        return
+    cfg = load_config(_run_config(setting, tmp_path, "killed", method, fsdp=True, **keys))
+    killed = resolve_run_dir(cfg)
+    progress = killed / "state" / "progress.json"
+    stopped = lambda proc: progress.is_file() and json.loads(progress.read_text())["phase"] == 1  # noqa: E731
+    _torchrun([str(tmp_path / "killed.yaml"), "1", "2"], stopped)
+    _torchrun([str(tmp_path / "killed.yaml")], _finished)
+    _assert_same_adapters(b, _tensors(killed))
+    assert (sharded / "metrics" / "R_loss.csv").read_text() == (killed / "metrics" / "R_loss.csv").read_text()
 
 
 def test_task_dirs_are_in_task_order_and_skip_what_is_not_a_task(tmp_path):

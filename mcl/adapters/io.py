@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mcl.errors import MclError
-from mcl.io import atomic_path, sha256_file, write_json_atomic
+from mcl.io import atomic_path, is_main_process, sha256_file, write_json_atomic
 
 if TYPE_CHECKING:  # torch loads only when tensor values are read
     import torch
@@ -233,13 +233,24 @@ def read_adapter_header(path: str | Path, check_finite: bool = True) -> AdapterS
 
 
 def save_adapter(model, out_dir: str | Path, adapter_name: str = "default", meta: dict[str, Any] | None = None) -> Path:
-    """Save one adapter of a PeftModel as a plain PEFT dir (atomically), plus the mcl.json sidecar."""
+    """Save one adapter of a PeftModel as a plain PEFT dir (atomically), plus the mcl.json sidecar.
+
+    Under torch.distributed every process calls it (a sharded adapter is gathered, a collective) and the
+    main process writes.
+    """
+    from mcl.adapters.lora import full_tensor, is_sharded
     from mcl.models import base_model_id
 
     out_dir = Path(out_dir)
+    live = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    whole = {}  # sharded (FSDP): every process gathers the LoRA tensors, PEFT saves them from that state dict
+    if any(map(is_sharded, live.values())):
+        whole = {"state_dict": {n: full_tensor(p.detach()) for n, p in live.items()}}
+    if not is_main_process():
+        return out_dir
     with atomic_path(out_dir) as tmp:
         # LoRA of linear layers only (check_plain_lora): no embedding-layer probe of the base on the hub
-        model.save_pretrained(tmp, selected_adapters=[adapter_name], save_embedding_layers=False)
+        model.save_pretrained(tmp, selected_adapters=[adapter_name], save_embedding_layers=False, **whole)
         nested = tmp / adapter_name  # peft nests non-default adapters in a sub-folder
         if adapter_name != "default" and nested.is_dir():
             for f in nested.iterdir():

@@ -76,9 +76,21 @@ def lora_parameters(model: torch.nn.Module, adapter_name: str = "default") -> di
     return out
 
 
+def is_sharded(t: torch.Tensor) -> bool:
+    """Whether `t` is a DTensor (a shard of a parameter under FSDP2)."""
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(t, DTensor)
+
+
+def full_tensor(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor: a DTensor shard is gathered (a collective: every process must call it), others pass."""
+    return t.full_tensor() if is_sharded(t) else t
+
+
 def get_state(model: torch.nn.Module, adapter_name: str = "default") -> dict[str, torch.Tensor]:
-    """A detached copy of one adapter's LoRA tensors."""
-    return {k: p.detach().clone() for k, p in lora_parameters(model, adapter_name).items()}
+    """A detached copy of one adapter's LoRA tensors (whole tensors: gathered, on every process, when sharded)."""
+    return {k: full_tensor(p.detach()).clone() for k, p in lora_parameters(model, adapter_name).items()}
 
 
 @torch.no_grad()
@@ -89,7 +101,7 @@ def set_state(
     params: dict[str, torch.nn.Parameter] | None = None,
     where: str = "adapter state",
 ) -> None:
-    """Copy `state` into the live LoRA tensors in place (pass `params` to skip the name lookup).
+    """Copy `state` into the live LoRA tensors in place (pass `params` to skip the name lookup; shards take their part).
 
     A state whose keys or shapes differ from the live tensors is a one-line MclError naming `where` and
     the first difference (e.g. a resume state of another LoRA configuration).
@@ -103,4 +115,9 @@ def set_state(
         if p.shape != state[k].shape:
             raise MclError(f"{where} does not match the model's LoRA tensors: {k} is {tuple(state[k].shape)}, "
                            f"the model's is {tuple(p.shape)}")
-        p.copy_(state[k])
+        if is_sharded(p):  # every process holds the whole state: each takes its own shard of it, no communication
+            from torch.distributed.tensor import distribute_tensor
+
+            p.copy_(distribute_tensor(state[k].to(p.device, p.dtype), p.device_mesh, p.placements, src_data_rank=None))
+        else:
+            p.copy_(state[k])

@@ -46,6 +46,8 @@ class TrainSpec:
     mixed_precision: str = documented("no", "no | bf16 | fp16 (GPU): autocast of the forward pass")
     gradient_checkpointing: bool = documented(False, "recompute decoder activations in backward (less memory, "
                                                      "~1.3x time)")
+    fsdp: bool = documented(False, "several processes (torchrun): shard base weights, LoRA adapters and AdamW state "
+                                   "with torch FSDP2 (fully_shard); false: every process holds the whole model")
     checkpoint_every: int = documented(50, "steps between resume checkpoints (state/); resume is exact, so results "
                                            "do not depend on it", changes_results=False)
     log_every: int = documented(10, "steps between loss reads (progress bar, NaN check, train_log.csv row, tracker); "
@@ -90,6 +92,7 @@ BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False,
 ADDED_KEYS: dict[tuple[str, ...], Any] = {
     ("model_dtype",): "fp32", ("train", "gradient_checkpointing"): False, ("train", "epochs_per_task"): None,
     ("train", "lr_schedule"): "cosine",
+    ("train", "fsdp"): False,
 }
 
 
@@ -358,6 +361,10 @@ def validate(cfg: RunConfig) -> None:
         raise MclError(f"train.lr_schedule must be cosine|constant (got {cfg.train.lr_schedule!r})")
     cfg.text.check()
     METHODS[cfg.method].check_args(cfg.method_args)
+    if cfg.train.fsdp and not METHODS[cfg.method].fsdp:
+        shardable = ", ".join(name for name, m in METHODS.items() if m.fsdp)
+        raise MclError(f"train.fsdp does not support method {cfg.method!r} (its state needs whole tensors); "
+                       f"use one of {shardable}, or train.fsdp: false")
     _check_tracker(cfg.train.log_with)
 
 

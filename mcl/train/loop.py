@@ -1,5 +1,7 @@
-"""The continual-learning loop: one plain function over phases and steps, accelerate for devices.
+"""The continual-learning loop: a phase body and a scoring step over phases, accelerate for devices.
 
+The model is prepared for the run's processes once, right after the method's set-up
+(mcl.train.parallel: one process, replicas, or FSDP2 shards with `train.fsdp`), never per phase.
 Per phase (a task, or all tasks for joint training): fresh AdamW + warm-up/cosine schedule, a
 deterministic batch order (a pure function of seed, phase and step, so a resumed run sees the same
 batches), checkpoints of the resume state every `checkpoint_every` steps, then the phase's adapters
@@ -9,7 +11,8 @@ Under torchrun each process trains on `train.batch_size` examples per micro-step
 step accumulates `train.grad_accum` micro-steps (no gradient sync before the last) and weights each
 micro-batch by its share of the step's label tokens over all processes, so the gradient is that of
 one big batch's token-pooled loss. Each process keeps its own method memory (e.g. its replay buffer
-shard) and RNG, saved per rank in the resume state; scoring is split across processes.
+shard) and RNG, saved per rank in the resume state; scoring is split across processes (run whole on
+every process under FSDP, whose forwards are collective).
 
 The step never waits on the host: the loss is read (and checked for NaN/inf, via a device-side flag)
 only every `train.log_every` steps (a row of metrics/train_log.csv), at checkpoints and at the end of a
@@ -22,7 +25,8 @@ import json
 import math
 import os
 import time
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ContextManager, Iterator
 
@@ -44,6 +48,7 @@ from mcl.train.data import (TaskData, check_batch_memory, encode_tasks, label_to
                             step_label_tokens)
 from mcl.train.memory import check_run_memory
 from mcl.train.methods import METHODS, Context
+from mcl.train.parallel import OneProcess, refuse_accelerate_plugins, sharing_for
 from mcl.train.records import TrainLog, write_example_scores, write_predictions
 from mcl.train.scoring import Scorer, read_base_scores, read_phase_scores, write_metrics
 from mcl.train.trackers import step_values, task_end_values
@@ -69,10 +74,11 @@ def _rank_file(state_dir: Path, rank: int) -> Path:
     return state_dir / f"rank{rank}.safetensors"
 
 
-def _save_state(state_dir: Path, method, optimizer, progress: dict[str, Any], accelerator) -> None:
+def _save_state(state_dir: Path, method, optimizer, progress: dict[str, Any], accelerator, sharing: OneProcess) -> None:
     """Every process stages its own method memory and RNG; the main one then swaps in the whole state dir.
 
-    Adapters and optimizer state are the same on every process (DDP), so the main one writes them once.
+    Adapters and optimizer state are the same on every process (replicas) or gathered from the shards
+    (FSDP, a collective), so the main one writes them once.
     """
     rank, device = accelerator.process_index, accelerator.device
     own = {f"method::{k}": v for k, v in method.state_dict().items()}
@@ -81,21 +87,23 @@ def _save_state(state_dir: Path, method, optimizer, progress: dict[str, Any], ac
         own["rng::cuda"] = torch.cuda.get_rng_state(device)
     staged = state_dir.with_name(f".{state_dir.name}.rank{rank}.staged")
     save_tensors(own, staged)
+    peft = method.ctx.peft
+    adapters = {f"{name}::{k}": v for name in method.adapter_names() for k, v in get_state(peft, name).items()}
+    optimizer_state = sharing.optimizer_state(method.ctx.model, optimizer)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        peft = method.ctx.peft
         with atomic_path(state_dir) as tmp:
             tmp.mkdir()
-            adapters = {f"{name}::{k}": v for name in method.adapter_names() for k, v in get_state(peft, name).items()}
             save_tensors(adapters, tmp / "adapters.safetensors")
             for r in range(accelerator.num_processes):
                 os.replace(state_dir.with_name(f".{state_dir.name}.rank{r}.staged"), _rank_file(tmp, r))
-            save_torch(optimizer.state_dict(), tmp / "optimizer.pt")
+            save_torch(optimizer_state, tmp / "optimizer.pt")
             write_json_atomic(tmp / "progress.json", {**progress, "processes": accelerator.num_processes})
     accelerator.wait_for_everyone()
 
 
-def _load_state(state_dir: Path, method, accelerator, optimizer=None) -> dict[str, Any]:
+def _load_state(state_dir: Path, method, accelerator, optimizer=None,
+                sharing: OneProcess | None = None) -> dict[str, Any]:
     """Restore adapters, this process's method memory and RNG (and the optimizer); return the progress.
 
     A file that does not fit this run (missing or misshapen tensors) is a one-line MclError naming it.
@@ -119,7 +127,7 @@ def _load_state(state_dir: Path, method, accelerator, optimizer=None) -> dict[st
             torch.cuda.set_rng_state(own["rng::cuda"], accelerator.device)
     if optimizer is not None:
         with _state_file(state_dir / "optimizer.pt") as path:
-            optimizer.load_state_dict(load_torch(path))
+            sharing.load_optimizer_state(method.ctx.model, optimizer, load_torch(path))
     return _read_progress(state_dir)
 
 
@@ -241,6 +249,40 @@ def resolve_run_dir(cfg: RunConfig) -> Path:
     return cfg.run_dir([t.hash for t in tasks], [t.legacy_hash for t in tasks])
 
 
+@dataclass
+class _Run:
+    """What the phases of one run share (set up once by `train`)."""
+
+    cfg: RunConfig
+    accelerator: Any
+    sharing: OneProcess
+    method: Any
+    data: list[TaskData]
+    tasks: list[Any]
+    run_dir: Path
+    scorer: Scorer
+    log: TrainLog | None
+    progress_bar: bool
+    stop_at: tuple[int, int] | None
+
+    @property
+    def names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+    @property
+    def state_dir(self) -> Path:
+        return self.run_dir / "state"
+
+    def steps_before(self, phase: int) -> int:
+        """Optimizer steps of the phases before `phase` (trackers count steps across the run)."""
+        sizes, world = [len(d.train) for d in self.data], self.accelerator.num_processes
+        return sum(self.cfg.train.phase_steps(sizes, ids, world) for ids in self.method.phases(len(self.tasks))[:phase])
+
+    def save_state(self, optimizer, progress: dict[str, Any]) -> None:
+        """Checkpoint the resume point (every process takes part)."""
+        _save_state(self.state_dir, self.method, optimizer, progress, self.accelerator, self.sharing)
+
+
 def train(cfg: RunConfig, progress_bar: bool = True, stop_at: tuple[int, int] | None = None) -> Path:
     """Run (or resume) a continual-learning run; return its run directory.
 
@@ -265,20 +307,23 @@ def _train(cfg: RunConfig, progress_bar: bool, stop_at: tuple[int, int] | None, 
     run_dir = cfg.run_dir([t.hash for t in tasks], [t.legacy_hash for t in tasks])  # older runs resolve
     check_output(cfg.runs_dir, "dir")  # a symlinked runs_dir is refused like any symlinked output
     check_output(run_dir, "dir")
+    refuse_accelerate_plugins()
     # cpu=True without a GPU: else accelerate ignores torchrun's world on CPU (gloo)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.train.mixed_precision,
                               gradient_accumulation_steps=1, log_with=cfg.train.log_with or None,
                               project_dir=run_dir / "logs")
-    main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
+    main, world = accelerator.is_main_process, accelerator.num_processes
     state_dir = run_dir / "state"
     progress = _resume_point(state_dir, world)  # a corrupt resume point fails before any model loads
     sizes = batch_sizes(cfg, world)
+    sharing = sharing_for(cfg.train.fsdp, accelerator)
     accelerator.print(f"global batch {sizes['global']} = {sizes['per_device']} per device x {world} processes "
-                      f"x {sizes['grad_accum']} accumulation steps")
+                      f"x {sizes['grad_accum']} accumulation steps ({sharing.name})")
     check_run_memory(cfg, accelerator.device, accelerator.print)  # before the model loads: a GPU too small stops here
     set_seed(cfg.train.seed)
     base, tokenizer = load_base(cfg.model, dtype=cfg.model_dtype)  # LoRA tensors stay fp32 (PEFT's autocast)
     check_targets(base, cfg.lora)  # a LoRA target the model lacks fails before the run dir exists
+    sharing.check(base)  # so does a model FSDP cannot shard
     if cfg.train.gradient_checkpointing:
         enable_gradient_checkpointing(base)
     data: list[TaskData] = encode_tasks(tasks, tokenizer, cfg.train.max_len, cfg.text)
@@ -286,12 +331,12 @@ def _train(cfg: RunConfig, progress_bar: bool, stop_at: tuple[int, int] | None, 
     check_batch_memory(base.config, data, cfg.train, act_bytes, device_memory_bytes(accelerator.device))
     for line in length_warnings(tasks, tokenizer, cfg.train.max_len, cfg.text, cfg.eval):
         accelerator.print(f"warning: {line}")
-    method_cls = METHODS[cfg.method]
     ctx = Context(model=None, tokenizer=tokenizer, accelerator=accelerator, config=cfg, tasks=names,
-                  train_data=data, loss_fn=mean_ce, run_dir=run_dir)
-    method = method_cls(ctx, **cfg.method_args)
+                  train_data=data, loss_fn=mean_ce, run_dir=run_dir, sharing=sharing)
+    method = METHODS[cfg.method](ctx, **cfg.method_args)
     method.check_base(base)  # e.g. I-LoRA's layer indices against the model's depth
-    scorer = Scorer(data, tokenizer, cfg.eval, cfg.train.max_len, cfg.text, accelerator=accelerator)  # eval splits
+    scorer = Scorer(data, tokenizer, cfg.eval, cfg.train.max_len, cfg.text,  # eval splits checked here
+                    accelerator=accelerator if sharing.split_scoring else None)
     hold.enter_context(_run_dir_lock(run_dir, accelerator))
     if main:  # kills during a checkpoint's dir swap (state/, tasks/<k>-<task>/)
         for line in recover_swaps(run_dir) + recover_swaps(run_dir / "tasks"):
@@ -299,7 +344,8 @@ def _train(cfg: RunConfig, progress_bar: bool, stop_at: tuple[int, int] | None, 
     accelerator.wait_for_everyone()
     progress = _resume_point(state_dir, world)  # again under the lock: a run that held it may have moved on
     pinned = _pinned_method_args(run_dir, cfg.method, method.args)
-    ctx.model = method.setup(base, cfg.lora, cfg.train.seed).to(accelerator.device)
+    # prepared once per run: each phase trains the same (replicated or sharded) model with a fresh optimizer
+    ctx.model = sharing.prepare(method.setup(base, cfg.lora, cfg.train.seed).to(accelerator.device))
     _check_records(run_dir, names, progress.get("phases_done", 0), method.views)
     if progress:
         _check_state(state_dir, method, accelerator, mid_phase=progress["step"] > 0)
@@ -320,109 +366,120 @@ def _train(cfg: RunConfig, progress_bar: bool, stop_at: tuple[int, int] | None, 
     done = progress.get("phases_done", 0)
     resume_at = (progress.get("phase", 0), progress.get("step", 0) + 1)  # first step the log is written again
     log = TrainLog(run_dir / "metrics" / "train_log.csv", resume_at) if main else None
+    run = _Run(cfg, accelerator, sharing, method, data, tasks, run_dir, scorer, log, progress_bar, stop_at)
     phases = method.phases(len(names))
-    accum = cfg.train.grad_accum
     for phase, task_ids in enumerate(phases):
         if phase < done:
             continue
         mid_phase = progress.get("phase") == phase and progress.get("step", 0) > 0
         if phase == done and done > 0 and not mid_phase:
-            _load_state(state_dir, method, accelerator)  # end-of-phase state: adapters, method memory, RNG
-        method.begin_task(phase, task_ids)
-        total = cfg.train.phase_steps([len(d.train) for d in data], task_ids, world)
-        offset = sum(cfg.train.phase_steps([len(d.train) for d in data], ids, world) for ids in phases[:phase])
-        params = method.trainable()
-        optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-        start = 0
-        if mid_phase:
-            start = _load_state(state_dir, method, accelerator, optimizer)["step"]
-        model = accelerator.prepare_model(ctx.peft) if world > 1 else ctx.peft
-        ctx.model = model
-        optimizer = accelerator.prepare_optimizer(optimizer)
-        name = "+".join(names[i] for i in task_ids)
-        bar = tqdm(range(start, total), desc=f"[{phase + 1}/{len(phases)}] {name}",
-                   disable=not (progress_bar and main), initial=start, total=total)
-        t0, cpu0 = time.time(), time.process_time()
-        nonfinite = torch.zeros((), dtype=torch.bool, device=accelerator.device)
-        checked = start
-        for step in bar:
-            model.train()
-            for g in optimizer.param_groups:
-                g["lr"] = cfg.train.lr * lr_factor(step, total, cfg.train.warmup, cfg.train.lr_schedule)
-            micro_steps = range(step * accum, (step + 1) * accum)
-            step_tokens = max(1, step_label_tokens(data, task_ids, cfg.train, phase, micro_steps, world))
-            seen: dict[str, list] = {"examples": [], "task": []}  # every micro-batch goes to after_step
-            for micro in micro_steps:
-                batch = make_batch(data, task_ids, cfg.train, phase, micro, tokenizer.pad_token_id, rank, world)
-                seen["examples"] += batch["examples"]
-                seen["task"] += batch["task"]
-                # this micro-batch's share of the step's tokens; x world undoes DDP's gradient mean
-                share = label_tokens(batch["examples"]) * world / step_tokens
-                batch = to_device(batch, accelerator.device)
-                with accelerator.no_sync(model) if micro < micro_steps[-1] else nullcontext():
-                    with accelerator.autocast():
-                        loss = method.loss(batch, task_ids)
-                    nonfinite |= ~torch.isfinite(loss.detach())
-                    accelerator.backward(loss * share)
-            method.after_backward()
-            if cfg.train.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(params, cfg.train.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            method.after_step(seen, task_ids, step)
-            if (step + 1) % cfg.train.log_every == 0 or (step + 1) % cfg.train.checkpoint_every == 0 or step + 1 == total:
-                if nonfinite.item():
-                    raise MclError(f"non-finite loss at task {name!r} in steps {checked}-{step}: stopped; the last good "
-                                   f"checkpoint is in {state_dir if state_dir.exists() else run_dir / 'tasks'}")
-                checked = step + 1
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-                if main:  # the log is written where the loss is read anyway (no extra host sync)
-                    row = {"phase": phase, "step": step + 1, "lr": optimizer.param_groups[0]["lr"],
-                           "loss": loss.item(), **method.log_values()}
-                    log.add(row)
-                    if cfg.train.log_with:  # steps count across the run (mcl.train.trackers)
-                        accelerator.log(step_values(row), step=offset + step + 1)
-            if (step + 1) % cfg.train.checkpoint_every == 0 and step + 1 < total:
-                _save_state(state_dir, method, optimizer, {"phase": phase, "step": step + 1, "phases_done": phase},
-                            accelerator)
-                if stop_at == (phase, step + 1):
-                    raise _Stop(f"stopped after step {step + 1}")
-        seconds, cpu_seconds = time.time() - t0, time.process_time() - cpu0
-        method.end_task(phase, task_ids)
-        if main:
-            method.save_task(run_dir / "tasks" / f"{phase}-{name}", {"task": name, "phase": phase, "method": cfg.method,
-                                                                     "step": total, "run": run_dir.name,
-                                                                     "max_len": cfg.train.max_len,
-                                                                     "tasks": [task_record(tasks[i]) for i in task_ids],
-                                                                     **text_meta(cfg.text)})
-        scores = {view: {} for view in method.views}
-        examples: list[tuple[str, str, torch.Tensor]] = []
-        for view in method.views:
-            for i in tqdm(range(len(names)), desc=f"[{phase + 1}/{len(phases)}] scoring"
-                          + ("" if len(method.views) == 1 else f" the {view} learner"), unit="task",
-                          disable=not (progress_bar and main), leave=False):
-                records: list[dict] = []
-                parts: list[torch.Tensor] = []
-                with method.eval_view(view, i, phase):
-                    scores[view][names[i]] = scorer.score(ctx.peft, i, records, parts)  # every process scores its shard
-                examples.append((view, names[i], parts[0]))
-                if records and main:  # generations of the main process's shard (all of them with one process)
-                    tag = "" if view == method.views[0] else f".{view}"
-                    write_predictions(run_dir / "predictions" / f"{phase}-{names[i]}{tag}.jsonl", records)
-        if main:
-            write_example_scores(run_dir / "metrics" / "examples" / f"phase-{phase}.csv.gz", examples)
-            write_json_atomic(run_dir / "metrics" / f"phase-{phase}.json",
-                              {"phase": phase, "tasks": [names[i] for i in task_ids], "train_seconds": seconds,
-                               "train_cpu_seconds": cpu_seconds,
-                               "steps": total, "batch": sizes, "scores": scores})
-            if cfg.train.log_with:
-                accelerator.log(task_end_values(run_dir, names, phase, method.views, method.log_values()),
-                                step=offset + total)
-        _save_state(state_dir, method, optimizer, {"phase": phase + 1, "step": 0, "phases_done": phase + 1}, accelerator)
-        ctx.model = accelerator.unwrap_model(model)
+            _load_state(run.state_dir, method, accelerator)  # end-of-phase state: adapters, method memory, RNG
+        optimizer, timings = _train_phase(run, phase, len(phases), task_ids, mid_phase)
+        _score_phase(run, phase, len(phases), task_ids, timings, sizes)
+        run.save_state(optimizer, {"phase": phase + 1, "step": 0, "phases_done": phase + 1})
     if main:
         write_metrics(run_dir, names, len(phases), method.views)
     if cfg.train.log_with:
         accelerator.end_training()
     accelerator.wait_for_everyone()
     return run_dir
+
+
+def _train_phase(run: _Run, phase: int, n_phases: int, task_ids: list[int], mid_phase: bool) -> tuple[Any, dict]:
+    """Train one phase (resuming mid-phase from the checkpoint); return its optimizer and its timings."""
+    cfg, accelerator, method, data = run.cfg, run.accelerator, run.method, run.data
+    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    model, tokenizer = method.ctx.model, method.ctx.tokenizer
+    method.begin_task(phase, task_ids)
+    total = cfg.train.phase_steps([len(d.train) for d in data], task_ids, world)
+    offset = run.steps_before(phase)
+    params = method.trainable()
+    # a fresh AdamW per phase over the already prepared model (accelerate only adds its loss scaler)
+    optimizer = accelerator.prepare_optimizer(
+        torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay))
+    start = _load_state(run.state_dir, method, accelerator, optimizer, run.sharing)["step"] if mid_phase else 0
+    name = "+".join(run.names[i] for i in task_ids)
+    bar = tqdm(range(start, total), desc=f"[{phase + 1}/{n_phases}] {name}",
+               disable=not (run.progress_bar and main), initial=start, total=total)
+    t0, cpu0 = time.time(), time.process_time()
+    nonfinite = torch.zeros((), dtype=torch.bool, device=accelerator.device)
+    checked, accum = start, cfg.train.grad_accum
+    for step in bar:
+        model.train()
+        for g in optimizer.param_groups:
+            g["lr"] = cfg.train.lr * lr_factor(step, total, cfg.train.warmup, cfg.train.lr_schedule)
+        micro_steps = range(step * accum, (step + 1) * accum)
+        step_tokens = max(1, step_label_tokens(data, task_ids, cfg.train, phase, micro_steps, world))
+        seen: dict[str, list] = {"examples": [], "task": []}  # every micro-batch goes to after_step
+        for micro in micro_steps:
+            batch = make_batch(data, task_ids, cfg.train, phase, micro, tokenizer.pad_token_id, rank, world)
+            seen["examples"] += batch["examples"]
+            seen["task"] += batch["task"]
+            # this micro-batch's share of the step's tokens; x world undoes the gradient mean over processes
+            share = label_tokens(batch["examples"]) * world / step_tokens
+            batch = to_device(batch, accelerator.device)
+            with run.sharing.no_sync(model, last=micro == micro_steps[-1]):
+                with accelerator.autocast():
+                    loss = method.loss(batch, task_ids)
+                nonfinite |= ~torch.isfinite(loss.detach())
+                accelerator.backward(loss * share)
+        run.sharing.reduce_gradients(params)
+        method.after_backward()
+        if cfg.train.max_grad_norm > 0:
+            accelerator.unscale_gradients(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, cfg.train.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        method.after_step(seen, task_ids, step)
+        if (step + 1) % cfg.train.log_every == 0 or (step + 1) % cfg.train.checkpoint_every == 0 or step + 1 == total:
+            if (accelerator.reduce(nonfinite.float(), "sum") if world > 1 else nonfinite).item():  # all stop together
+                raise MclError(f"non-finite loss at task {name!r} in steps {checked}-{step}: stopped; the last good "
+                               f"checkpoint is in {run.state_dir if run.state_dir.exists() else run.run_dir / 'tasks'}")
+            checked = step + 1
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            extra = method.log_values()  # every process: a sharded method's values are collective
+            if main:  # the log is written where the loss is read anyway (no extra host sync)
+                row = {"phase": phase, "step": step + 1, "lr": optimizer.param_groups[0]["lr"],
+                       "loss": loss.item(), **extra}
+                run.log.add(row)
+                if cfg.train.log_with:  # steps count across the run (mcl.train.trackers)
+                    accelerator.log(step_values(row), step=offset + step + 1)
+        if (step + 1) % cfg.train.checkpoint_every == 0 and step + 1 < total:
+            run.save_state(optimizer, {"phase": phase, "step": step + 1, "phases_done": phase})
+            if run.stop_at == (phase, step + 1):
+                raise _Stop(f"stopped after step {step + 1}")
+    seconds = {"train_seconds": time.time() - t0, "train_cpu_seconds": time.process_time() - cpu0, "steps": total}
+    method.end_task(phase, task_ids)
+    method.save_task(run.run_dir / "tasks" / f"{phase}-{name}", {  # every process: sharded adapters are gathered
+        "task": name, "phase": phase, "method": cfg.method, "step": total, "run": run.run_dir.name,
+        "max_len": cfg.train.max_len,
+        "tasks": [task_record(run.tasks[i]) for i in task_ids], **text_meta(cfg.text)})
+    return optimizer, seconds
+
+
+def _score_phase(run: _Run, phase: int, n_phases: int, task_ids: list[int], timings: dict, sizes: dict) -> None:
+    """Score every task in every view of the method after a phase; write metrics/phase-<k>.json and predictions."""
+    method, names, main = run.method, run.names, run.accelerator.is_main_process
+    scores: dict[str, dict] = {view: {} for view in method.views}
+    examples: list[tuple[str, str, torch.Tensor]] = []
+    for view in method.views:
+        for i in tqdm(range(len(names)), desc=f"[{phase + 1}/{n_phases}] scoring"
+                      + ("" if len(method.views) == 1 else f" the {view} learner"), unit="task",
+                      disable=not (run.progress_bar and main), leave=False):
+            records: list[dict] = []
+            parts: list[torch.Tensor] = []
+            with method.eval_view(view, i, phase):  # a shard each, or all of them on every process when sharded
+                scores[view][names[i]] = run.scorer.score(method.ctx.peft, i, records, parts)
+            examples.append((view, names[i], parts[0]))
+            if records and main:  # generations of the main process's shard (all of them when not split)
+                tag = "" if view == method.views[0] else f".{view}"
+                write_predictions(run.run_dir / "predictions" / f"{phase}-{names[i]}{tag}.jsonl", records)
+    tracked = method.log_values() if run.cfg.train.log_with else {}  # every process: sharded values are collective
+    if main:
+        write_example_scores(run.run_dir / "metrics" / "examples" / f"phase-{phase}.csv.gz", examples)
+        write_json_atomic(run.run_dir / "metrics" / f"phase-{phase}.json",
+                          {"phase": phase, "tasks": [names[i] for i in task_ids], **timings, "batch": sizes,
+                           "sharing": run.sharing.name, **method.record(), "scores": scores})
+        if run.cfg.train.log_with:
+            run.accelerator.log(task_end_values(run.run_dir, names, phase, method.views, tracked),
+                                step=run.steps_before(phase) + timings["steps"])

@@ -28,6 +28,7 @@ class AGEM(ER):
     title = "Averaged GEM (A-GEM)"
     reference = "Chaudhry et al. 2019, 'Efficient Lifelong Learning with A-GEM'"
     defaults = {"buffer_size": 500}
+    fsdp = False  # the projection works on whole flat gradients
 
     def loss(self, batch, task_ids):
         self._task_ids = task_ids
@@ -43,6 +44,7 @@ class AGEM(ER):
         for p in params:
             p.grad = None
         self.ctx.loss_fn(self.ctx.model, replay).backward()
+        self.ctx.reduce_gradients(params)  # the reference gradient over every process's replay batch, as g
         g_ref = torch.cat([p.grad.flatten() for p in params])
         g = project(g, g_ref)
         offset = 0

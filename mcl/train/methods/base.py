@@ -40,11 +40,22 @@ class Context:
     train_data: list[Any] = field(default_factory=list)
     loss_fn: Any = None
     run_dir: Path | None = None  # where the run writes (snapshots); None outside a run
+    sharing: Any = None  # how the processes share the model (mcl.train.parallel); None: one process
 
     @property
     def peft(self):
-        """The unwrapped PeftModel (outside DDP)."""
+        """The unwrapped PeftModel."""
         return self.accelerator.unwrap_model(self.model)
+
+    @property
+    def sharded(self) -> bool:
+        """Whether parameters are FSDP2 shards: every forward is then collective (all processes run it alike)."""
+        return bool(getattr(self.sharing, "sharded", False))
+
+    def reduce_gradients(self, params: list[torch.nn.Parameter]) -> None:
+        """Average the gradients of `params` over the processes (after an extra backward of a method's own)."""
+        if self.sharing is not None:
+            self.sharing.reduce_gradients(params)
 
 
 class Method:
@@ -58,6 +69,7 @@ class Method:
     bounds: ClassVar[dict[str, tuple[float, float]]] = {}  # inclusive ranges of numeric args (default [0, ∞))
     views: ClassVar[tuple[str, ...]] = ("main",)
     produces_lora: ClassVar[bool] = True  # its task checkpoints are LoRA adapters (what the path analysis reads)
+    fsdp: ClassVar[bool] = True  # runs with train.fsdp (its state and extra forwards work on sharded parameters)
 
     def __init__(self, ctx: Context, **args: Any):
         self.ctx = ctx
@@ -118,7 +130,11 @@ class Method:
         """Called after the last step of a phase."""
 
     def log_values(self) -> dict[str, float]:
-        """Extra values of the last step for metrics/train_log.csv (e.g. loss terms); none by default."""
+        """Extra values of the last step for metrics/train_log.csv (e.g. loss terms; every process calls it)."""
+        return {}
+
+    def record(self) -> dict[str, Any]:
+        """Facts of this method's set-up that each metrics/phase-<k>.json records (e.g. replay memory per process)."""
         return {}
 
     # --- evaluation and checkpoints ------------------------------------------------------------
@@ -131,7 +147,7 @@ class Method:
         return nullcontext()
 
     def save_task(self, out_dir: Path, meta: dict[str, Any]) -> None:
-        """Write this phase's adapter(s) as PEFT dirs under out_dir."""
+        """Write this phase's adapter(s) as PEFT dirs under out_dir (every process calls it; the main one writes)."""
         save_adapter(self.ctx.peft, out_dir, "default", meta)
 
     def adapter_names(self) -> list[str]:
@@ -147,7 +163,11 @@ class Method:
 
 
 def _tuner_layers(peft_model) -> tuple[list[Any], list[torch.nn.Parameter]]:
-    """The model's PEFT tuner layers and their adapter tensors, cached on the model per set of adapters."""
+    """The model's PEFT tuner layers and their adapter tensors, cached on the model per set of adapters.
+
+    The cache holds parameter objects, never detached views; preparing the model for several processes
+    drops it (mcl.train.parallel.drop_caches).
+    """
     key = tuple(peft_model.peft_config)
     cached = peft_model.__dict__.get("_mcl_tuner_layers")
     if cached is None or cached[0] != key:

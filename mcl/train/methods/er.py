@@ -2,8 +2,9 @@
 
 The step's examples (every micro-batch of it) are added to the buffer *after* the optimizer step,
 so a replay batch never contains the batch being learned (the released I-LoRA code fills the buffer
-first). Under torchrun each process keeps its own buffer of the examples it trained on
-(a shard of the memory, with its own sampling seed), saved and restored per rank.
+first). `buffer_size` is one global budget: under torchrun each of N processes keeps a reservoir of
+`buffer_size // N` examples (the first `buffer_size % N` processes one more) over the examples it trained
+on, with its own sampling seed, saved and restored per rank; each metrics/phase-<k>.json records the split.
 """
 
 from __future__ import annotations
@@ -36,8 +37,14 @@ class ER(Method):
         super().__init__(ctx, **args)
         if self.args.get("replay_weighting", "mean") not in WEIGHTINGS:
             raise MclError(f"replay_weighting must be one of {WEIGHTINGS}")
-        seed = ctx.config.train.seed + 1 + 7919 * ctx.accelerator.process_index  # rank 0: seed + 1, as before
-        self.buffer = ReservoirBuffer(int(self.args["buffer_size"]), seed=seed)
+        rank, world = ctx.accelerator.process_index, ctx.accelerator.num_processes
+        total = int(self.args["buffer_size"])
+        if total < world:
+            raise MclError(f"method_args.buffer_size ({total}) is the replay memory of all {world} processes "
+                           f"together: give at least one example per process")
+        self.capacities = [total // world + (r < total % world) for r in range(world)]
+        seed = ctx.config.train.seed + 1 + 7919 * rank  # rank 0: seed + 1, as before
+        self.buffer = ReservoirBuffer(self.capacities[rank], seed=seed)
 
     def replay_batch(self, task_ids: list[int], size: int) -> dict[str, torch.Tensor] | None:
         """A replay batch once the buffer holds examples of tasks outside the current phase."""
@@ -69,6 +76,10 @@ class ER(Method):
     def log_values(self):
         """CE on the current batch and (once replay starts) on the replay batch."""
         return {k: float(v) for k, v in getattr(self, "terms", {}).items()}
+
+    def record(self):
+        """The replay budget and its split over the processes."""
+        return {"replay": {"buffer_size": sum(self.capacities), "per_process": self.capacities}}
 
     def state_dict(self):
         return {f"buffer.{k}": v for k, v in self.buffer.state_dict().items()}

@@ -22,6 +22,7 @@ class EWC(Method):
     reference = "Kirkpatrick et al. 2017, 'Overcoming catastrophic forgetting in neural networks'"
     defaults = {"ewc_lambda": 100.0, "fisher_batches": 16, "fisher_decay": 1.0}
     bounds = {"fisher_batches": (1, 1_000_000), "fisher_decay": (0.0, 1.0)}
+    fsdp = False  # Fisher and anchor are whole tensors
 
     def __init__(self, ctx, **args):
         super().__init__(ctx, **args)

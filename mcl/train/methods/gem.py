@@ -62,11 +62,14 @@ class GEM(Method):
     reference = "Lopez-Paz & Ranzato 2017, 'Gradient Episodic Memory for Continual Learning'"
     defaults = {"buffer_size": 500, "memory_strength": 0.5}
     bounds = {"buffer_size": (1, math.inf), "memory_strength": (0.0, math.inf)}
+    fsdp = False  # the projection works on whole flat gradients
 
     def __init__(self, ctx, **args):
         super().__init__(ctx, **args)
         world, rank = ctx.accelerator.num_processes, ctx.accelerator.process_index
         per_task = max(1, int(self.args["buffer_size"]) // (len(ctx.tasks) * world))
+        used = per_task * len(ctx.tasks)  # per process
+        self.budget = {"buffer_size": used * world, "per_process": [used] * world, "per_task_per_process": per_task}
         seed = ctx.config.train.seed + 1 + 7919 * rank
         self.memories = [ReservoirBuffer(per_task, seed=seed + 104729 * j) for j in range(len(ctx.tasks))]
         self.projected = 0.0
@@ -93,6 +96,7 @@ class GEM(Method):
                 p.grad = None
             batch = to_device(self.memories[j].sample(self._batch_size, pad), device)
             self.ctx.loss_fn(self.ctx.model, batch).backward()
+            self.ctx.reduce_gradients(params)  # the reference gradient over every process's memory, as g
             refs.append(torch.cat([p.grad.flatten() for p in params]))
         G = torch.stack(refs)
         new = project(g, G, float(self.args["memory_strength"]))
@@ -109,6 +113,10 @@ class GEM(Method):
     def log_values(self):
         """1.0 when the last step's gradient was projected, else 0.0."""
         return {"projected": self.projected}
+
+    def record(self):
+        """The episodic memory in use: per task and process, and in all."""
+        return {"replay": self.budget}
 
     def state_dict(self):
         return {f"mem{j}.{k}": v for j, m in enumerate(self.memories) for k, v in m.state_dict().items()}

@@ -35,6 +35,7 @@ from mcl.train.data import length_buckets
 from mcl.train.losses import answer_ce, head_at, label_positions, squared_gap, to_device
 from mcl.train.methods.base import active_adapter, copy_adapter, freeze_adapter, register
 from mcl.train.methods.er import ER
+from mcl.train.parallel import local
 
 TARGETS = ("max", "slow")
 
@@ -90,6 +91,9 @@ class ILoRA(ER):
         self.consistency_on = self.args["consistency_on"]
         self.placement = self.args["placement"]
         self.placement_examples = int(self.args["placement_examples"])
+        if self.placement == "search" and ctx.sharded:
+            raise MclError("ilora placement: search does not run with train.fsdp (each process's search runs its own "
+                           "number of forwards); use placement: ema or train.fsdp: false")
         self.holdout = self.hold_out(ctx, float(self.args["placement_holdout"])) if self.placement == "search" else {}
         for key, default in self.added.items():  # at their default: not pinned, so runs made before them resume
             if self.args[key] == default:
@@ -183,8 +187,8 @@ class ILoRA(ER):
             self.save_snapshot(step + 1)
 
     def save_snapshot(self, step: int) -> None:
-        """Write the fast and slow adapters after `step` of this phase under the task dir (main process only)."""
-        if self.ctx.run_dir is None or not self.ctx.accelerator.is_main_process:
+        """Write the fast and slow adapters after `step` of this phase under the task dir (the main process writes)."""
+        if self.ctx.run_dir is None:
             return
         phase, task = self.phase
         out = self.ctx.run_dir / "tasks" / f"{phase}-{task}" / "snapshots" / f"step-{step:06d}"
@@ -267,12 +271,18 @@ class ILoRA(ER):
             write_json_atomic(self.ctx.run_dir / "metrics" / f"placement-{phase}.json", record)
 
     @property
-    def _learners(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """The live slow and fast LoRA tensors, paired key by key (looked up once)."""
-        if not hasattr(self, "_learner_cache"):
-            slow, fast = (lora_parameters(self.ctx.peft, name) for name in ("slow", "fast"))
-            self._learner_cache = ([slow[k].detach() for k in slow], [fast[k].detach() for k in slow])
-        return self._learner_cache
+    def _learners(self) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
+        """The live slow and fast LoRA parameters, paired key by key.
+
+        Looked up once and kept on the model as parameter objects, never as detached views: a preparation
+        that gives parameters new storage (DDP on CPU, FSDP's lazy init) cannot orphan them, and preparing
+        drops the cache (mcl.train.parallel.drop_caches).
+        """
+        peft = self.ctx.peft
+        if "_mcl_learners" not in peft.__dict__:
+            slow, fast = (lora_parameters(peft, name) for name in ("slow", "fast"))
+            peft.__dict__["_mcl_learners"] = ([slow[k] for k in slow], [fast[k] for k in slow])
+        return peft.__dict__["_mcl_learners"]
 
     # --- loss --------------------------------------------------------------------------------
     def _select(self, hidden: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
@@ -311,7 +321,10 @@ class ILoRA(ER):
         """
         ids, mask = replay["input_ids"], replay["attention_mask"]
         lengths = replay["lengths"] if "lengths" in replay else mask.sum(1).tolist()
-        groups = length_buckets(lengths, 0.05 if ids.device.type == "cpu" else 0.25)
+        if self.ctx.sharded:  # forwards are collective: every process runs one, whatever its lengths
+            groups = [(list(range(len(lengths))), ids.shape[1])]
+        else:
+            groups = length_buckets(lengths, 0.05 if ids.device.type == "cpu" else 0.25)
         states = None
         no_rows = torch.empty(0, dtype=torch.long, device=ids.device)  # the LM head runs on no position at all
         with active_adapter(self.ctx.peft, "slow"), head_at(self.ctx.peft, no_rows):
@@ -367,8 +380,10 @@ class ILoRA(ER):
     def log_values(self):
         """ER's CE terms, the consistency term when the step stored it in `terms`, and ‖slow − fast‖ (factors)."""
         slow, fast = self._learners
-        dist = float(torch.stack([(s - f).float().pow(2).sum() for s, f in zip(slow, fast)]).sum().sqrt())
-        return {**super().log_values(), "slow_fast_dist": dist}
+        square = torch.stack([(local(s) - local(f)).float().pow(2).sum() for s, f in zip(slow, fast)]).sum()
+        if self.ctx.sharded:  # each process holds its shards of both learners
+            torch.distributed.all_reduce(square)
+        return {**super().log_values(), "slow_fast_dist": float(square.sqrt())}
 
     # --- evaluation, checkpoints, resume -----------------------------------------------------
     def eval_view(self, view, task_index, phase):

@@ -15,6 +15,7 @@ import torch
 
 from mcl.adapters import AdapterState, add_lora, get_state, lora_parameters, write_adapter_dir
 from mcl.errors import MclError
+from mcl.io import is_main_process
 from mcl.train.methods.base import Method, freeze_adapter, register
 
 
@@ -26,6 +27,7 @@ class OLoRA(Method):
     title = "O-LoRA"
     reference = "Wang et al. 2023, 'Orthogonal Subspace Learning for Language Model Continual Learning'"
     defaults = {"lambda_orth": 0.5, "lambda_l2": 0.0}
+    fsdp = False  # the orthogonality term multiplies whole A matrices
 
     def setup(self, base_model, spec, seed):
         if spec.use_dora:
@@ -72,5 +74,6 @@ class OLoRA(Method):
                       target_modules=sorted(config["target_modules"]), peft_type="LORA", task_type="CAUSAL_LM")
         from mcl.models import base_model_id
 
-        write_adapter_dir(AdapterState(config=config, tensors=cat,
-                                       meta={"base_model": base_model_id(peft.get_base_model()), **meta}), out_dir)
+        if is_main_process():  # every process gathered the states above; one writes
+            write_adapter_dir(AdapterState(config=config, tensors=cat,
+                                           meta={"base_model": base_model_id(peft.get_base_model()), **meta}), out_dir)

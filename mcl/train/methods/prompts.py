@@ -29,7 +29,7 @@ import torch
 from safetensors.torch import save_file
 
 from mcl.errors import MclError
-from mcl.io import atomic_path, sha256_file, write_json_atomic
+from mcl.io import atomic_path, is_main_process, sha256_file, write_json_atomic
 from mcl.models.prefix import SoftPrefix, current_input_mask
 from mcl.train.methods.base import Method, register
 
@@ -67,6 +67,7 @@ class PromptMethod(Method):
     """Shared wiring of the prompt methods: a frozen base, a prompt module on it, the prefix hooks."""
 
     produces_lora = False
+    fsdp = False  # the prompt module sits outside the decoder layers FSDP shards
 
     def setup(self, base_model, spec, seed):
         for p in base_model.parameters():
@@ -157,7 +158,9 @@ class ProgressivePrompts(PromptMethod):
 
     def save_task(self, out_dir, meta):
         with torch.no_grad():
-            write_prompt_dir(self.ctx.peft, self.concatenated(), Path(out_dir), meta)
+            prompt = self.concatenated()
+        if is_main_process():  # every process calls save_task; one writes
+            write_prompt_dir(self.ctx.peft, prompt, Path(out_dir), meta)
 
 
 @register
@@ -225,6 +228,8 @@ class L2P(PromptMethod):
     def save_task(self, out_dir, meta):
         from mcl.models import base_model_id
 
+        if not is_main_process():  # every process calls save_task; one writes
+            return
         record = {"method": "l2p", **{k: self.args[k] for k in ("pool_size", "prompt_length", "top_n")},
                   "query": "mean final hidden state of the frozen base model over the input (prompt) tokens",
                   "input": "[chosen prompts in key order; x]"}
