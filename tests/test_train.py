@@ -480,8 +480,9 @@ def test_torchrun_every_method_keeps_the_processes_equal(setting, tmp_path, meth
         ranks = [load_file(dumps / f"rank{r}-phase{phase}.safetensors") for r in (0, 1)]
         _assert_same_adapters({"state": ranks[0]}, {"state": ranks[1]})
     saved = _tensors(run_dir)
-    assert len(saved) == phases * (2 if method.startswith("ilora") else 1)
-    if method.startswith("ilora"):
+    if METHODS[method].produces_lora:
+        assert len(saved) == phases * (2 if method.startswith("ilora") else 1)
+    if method.startswith("ilora") and METHODS[method].defaults["update_prob"] > 0:  # as-released: stuck by design
         slow = [saved[f"tasks/{d}/slow"] for d in ("0-first", "1-last")]
         assert all(slow[0][k].abs().sum() > 0 for k in slow[0] if "lora_B" in k)  # moved in task 1 (B starts at 0)
         for k in slow[0]:  # and again in task 2
@@ -490,7 +491,7 @@ def test_torchrun_every_method_keeps_the_processes_equal(setting, tmp_path, meth
         assert (log.slow_fast_dist > 0).all()
     if "buffer_size" in METHODS[method].defaults:
         replay = json.loads((run_dir / "metrics" / f"phase-{phases - 1}.json").read_text())["replay"]
-        assert replay == {"buffer_size": 64, "per_process": [32, 32]}
+        assert replay["buffer_size"] == 64 and replay["per_process"] == [32, 32]
 
 
 @pytest.mark.slow

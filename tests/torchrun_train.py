@@ -1,8 +1,9 @@
 """Test helper, run under torchrun: `python tests/torchrun_train.py CONFIG [PHASE STEP]` trains a config.
 
 With PHASE STEP every process kills itself with SIGKILL (kill -9) right after the checkpoint at that step.
-With $MCL_DUMP_RANKS set, each process writes its live adapters after every phase (before scoring) to
-`$MCL_DUMP_RANKS/rank<r>-phase<k>.safetensors`, so a test can compare the processes' copies.
+With $MCL_DUMP_RANKS set, each process writes its trained tensors (LoRA tensors, and whatever else trains:
+prompts) after every phase (before scoring) to `$MCL_DUMP_RANKS/rank<r>-phase<k>.safetensors`, so a test can
+compare the processes' copies.
 """
 
 import os
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from mcl.adapters import get_state
+from mcl.adapters.lora import full_tensor
 from mcl.train import loop
 from mcl.train.config import load_config
 
@@ -21,8 +22,8 @@ def _dump_ranks(where: Path) -> None:
     real = loop._score_phase
 
     def dumping(run, phase, *args):
-        peft = run.method.ctx.peft
-        state = {f"{name}::{k}": v for name in run.method.adapter_names() for k, v in get_state(peft, name).items()}
+        live = run.method.ctx.peft.named_parameters()
+        state = {n: full_tensor(p.detach()).contiguous() for n, p in live if "lora_" in n or p.requires_grad}
         save_file(state, where / f"rank{run.accelerator.process_index}-phase{phase}.safetensors")
         real(run, phase, *args)
 
