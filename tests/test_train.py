@@ -402,7 +402,9 @@ def _run_config(setting, tmp_path: Path, where: str, method: str, fsdp: bool = F
     path = tmp_path / f"{where}.yaml"
     path.write_text(json.dumps({
         "model": setting["model"], "tasks": setting["tasks"][:2], "method": method, "runs_dir": str(tmp_path / where),
-        "method_args": {"buffer_size": 64} if "buffer_size" in METHODS[method].defaults else {},
+        "method_args": {**({"buffer_size": 64} if "buffer_size" in METHODS[method].defaults else {}),
+                        # 'auto' gives λ = 0 for 4-step tasks (slow = fast): a slow learner that lags is the test
+                        **({"ema_lambda": 0.5} if METHODS[method].defaults.get("ema_lambda") == "auto" else {})},
         "lora": {"r": 4, "alpha": 8.0},
         "train": {"steps_per_task": 4, "batch_size": 4, "warmup": 1, "lr": 5e-3, "checkpoint_every": 2,
                   "fsdp": fsdp, **train_keys},
