@@ -22,7 +22,7 @@ def test_every_config_key_has_a_type_default_and_meaning():
     assert all(meaning for _, _, meaning in keys.values()), [k for k, v in keys.items() if not v[2]]
     leaves = sum(len(dataclasses.fields(getattr(RunConfig(), f.name))) if dataclasses.is_dataclass(getattr(RunConfig(), f.name))
                  else 1 for f in dataclasses.fields(RunConfig))
-    assert len(keys) == leaves == 38
+    assert len(keys) == leaves == 39
 
 
 def test_hugging_face_names_resolve_to_mcl_keys_and_keep_the_run_hash():
