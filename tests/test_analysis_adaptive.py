@@ -97,6 +97,19 @@ def test_spent_budget_is_not_resolved():
     assert len(found.t) == 8 and not found.resolved and "not bracketed within its half height" in found.reason
 
 
+@pytest.mark.parametrize("slope,center,width",
+                         [(40, 0.27, 0.05), (-40, 0.62, 0.05), (25, 0.45, 0.04), (-30, 0.12, 0.05)])
+def test_peak_on_a_steep_curve_is_found_above_the_chord_not_at_the_highest_value(slope, center, width):
+    """The curve's highest values lie at an end; only the height above the chord leads to the peak."""
+    def f(x):
+        return 2.0 + slope * x + np.exp(-(((x - center) / width) ** 2))
+
+    found = search_barrier(f)
+    t, v = zip(*sorted(zip(found.t, found.v)))
+    assert dense_barrier(f) == pytest.approx(1.0, abs=0.01)
+    assert found.resolved and barriers(t, v)["max_minus_linear"] >= 0.98 * dense_barrier(f)
+
+
 @pytest.mark.parametrize("kwargs", [{"coarse": 2}, {"coarse": 9, "max_points": 8}, {"rtol": 0.0}, {"flat": 1.0}])
 def test_bad_search_settings_are_one_line_errors(kwargs):
     with pytest.raises(MclError):

@@ -52,3 +52,37 @@ def test_bands_for_plots_and_bad_settings():
         bootstrap_barriers(frame.drop(columns=["example_sums"]))
     with pytest.raises(MclError, match="level"):
         Bootstrap(95)
+
+
+def token_frame(per_token: np.ndarray, counts: np.ndarray, t=(0.0, 0.5, 1.0)) -> pd.DataFrame:
+    """A per-example sweep frame from per-token losses [T, N] and label-token counts [N] (loss token-pooled)."""
+    sums = per_token * counts
+    return pd.DataFrame([{"t": ti, "task": "x", "loss": float(row.sum() / counts.sum()), "example_sums": row.tolist(),
+                          "example_counts": counts.tolist()} for ti, row in zip(t, sums)])
+
+
+def test_constant_per_example_offsets_leave_the_barrier_interval_zero_wide_with_unequal_token_counts():
+    """Per-token loss offset_i + g(t): every resample of examples (the same at every t) shifts the pooled curve by a
+    constant, which the chord removes, so each barrier is g's; an independent draw per t would not cancel."""
+    rng = np.random.default_rng(3)
+    counts = rng.integers(1, 30, 40).astype(float)
+    g = np.array([0.0, 1.0, 0.3])
+    frame = token_frame(rng.uniform(0.0, 5.0, 40)[None, :] + g[:, None], counts)
+    ci = bootstrap_barriers(frame, Bootstrap(0.95, 200))["x"]["loss"]
+    np.testing.assert_allclose(ci["max_minus_linear"], [0.85, 0.85], atol=1e-9)
+    np.testing.assert_allclose(ci["max_minus_mean"], [0.85, 0.85], atol=1e-9)
+    np.testing.assert_allclose(ci["integral"], [0.575 - 0.15] * 2, atol=1e-9)  # trapezoid ∫g = 0.25 + 0.325
+
+
+def test_band_is_token_pooled_over_examples_of_unequal_length():
+    """20 one-token examples at loss 0 and 20 of 19 tokens at loss 1 + g(t): pooled 0.95 (1 + g), not the
+    mean of per-example means 0.5 (1 + g)."""
+    g = np.array([0.0, 1.0, 0.3])
+    counts = np.array([1.0] * 20 + [19.0] * 20)
+    per_token = np.stack([np.r_[np.zeros(20), np.full(20, 1.0 + x)] for x in g])
+    frame = token_frame(per_token, counts)
+    pooled = 0.95 * (1.0 + g)
+    np.testing.assert_allclose(frame["loss"], pooled)
+    band = np.array(bootstrap_barriers(frame, Bootstrap(0.95, 400))["x"]["band"])
+    assert np.all(band[:, 0] <= pooled) and np.all(pooled <= band[:, 1])
+    assert np.all(band[:, 0] > 0.9 * pooled) and np.all(band[:, 1] < 1.05 * pooled)

@@ -76,6 +76,22 @@ def test_sari_matches_published_values():
     assert corpus * 100 == pytest.approx(29.13266517433184, abs=1e-9)
 
 
+@pytest.mark.parametrize("source,prediction,refs,keep,dele,add", [
+    ("a b", "a b", ["a b"], 1.0, 1.0, 1.0),  # nothing deleted or added; orders 3-4 empty: every 0/0 is 1
+    ("a b", "x y", ["x y"], 1.0, 1.0, 1.0),  # nothing kept by prediction or references: keep P = R = 0/0 = 1
+    # order 1: keep P 0/1, R 0/0 -> F1 0; nothing deleted (1); add P 0/0 = 1, R 0/1 -> F1 0; orders 2-4 empty
+    ("a", "a", ["b"], 0.75, 1.0, 0.75),
+    # order 1: keep P 0/0 = 1, R 0/2 -> 0; delete P 1/3; add 0/0; order 2: keep 0, delete 1/2; order 3: keep 1, delete 1
+    ("a b c", "", ["a b"], 0.5, (1 / 3 + 1 / 2 + 1 + 1) / 4, 1.0),
+])
+def test_sari_zero_over_zero_cases_count_as_one(source, prediction, refs, keep, dele, add):
+    from mcl.eval.sari import sari_parts
+
+    parts = sari_parts(source, prediction, refs)
+    assert (parts["keep"], parts["del"], parts["add"]) == pytest.approx((keep, dele, add), abs=1e-12)
+    assert parts["sari"] == pytest.approx((keep + dele + add) / 3, abs=1e-12)
+
+
 def test_sari_metric_needs_sources_and_rewards_the_reference():
     s = METRICS["sari"]
     src = "Die Stadt hat beschlossen, die Strasse zu sanieren."

@@ -88,3 +88,33 @@ def test_procrustes_undoes_a_sign_flip_and_never_moves_factors_further():
 def test_unknown_alignment_is_a_one_line_error():
     with pytest.raises(MclError, match="unknown alignment 'qr'"):
         align([random_state(1)], "qr")
+
+
+def components_state(values, rows):
+    """An adapter on one 16×16 module in balanced form: A = √S·V (rows `rows`), B = U·√S, U = [e0, e1, …]."""
+    root = torch.tensor(values, dtype=torch.float64).sqrt()
+    v = torch.zeros(len(rows), 16, dtype=torch.float64)
+    for i, row in enumerate(rows):
+        v[i, : len(row)] = torch.tensor(row, dtype=torch.float64)
+    v = v / v.norm(dim=1, keepdim=True)
+    u = torch.eye(16, len(rows), dtype=torch.float64)
+    prefix = "base_model.model.model.layers.0.self_attn.q_proj"
+    return AdapterState({"r": len(rows), "lora_alpha": len(rows), "target_modules": ["q_proj"]},
+                        {prefix + ".lora_A.weight": root[:, None] * v, prefix + ".lora_B.weight": u * root})
+
+
+def test_svd_alignment_matches_reordered_near_equal_components_with_their_signs():
+    """b holds a's three components with near-equal singular values in a cyclic order (a 3-cycle, not its own
+    inverse), and its first component's largest entry changes sign: only the right permutation and sign bring b's
+    factors back onto a's."""
+    first, second, third = [1.0, -0.999, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.3, 0.0], [0.0, 0.0, -0.3, 1.0, 0.5]
+    a = components_state([2.0, 1.99, 1.98], [first, second, third])
+    b = components_state([1.98, 2.0, 1.99], [[0.999, -1.0, 0.0, 0.0, 0.0], second, third])
+    before = max(float((x - y).abs().max()) for x, y in zip(*(balanced_svd(*s.tensors.values()) for s in (a, b))))
+    assert before > 1.0  # canonical forms alone disagree (order and sign)
+    x, y = align([a, b], "svd")
+    for k in x.tensors:
+        torch.testing.assert_close(y.tensors[k], x.tensors[k], rtol=0, atol=0.01)
+    for before_state, after in zip((a, b), (x, y)):
+        for m, dw in deltas(before_state).items():
+            torch.testing.assert_close(deltas(after)[m], dw)

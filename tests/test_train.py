@@ -76,10 +76,42 @@ def _adapter_dirs(run_dir: Path) -> list[Path]:
     return sorted(p.parent for p in (run_dir / "tasks").rglob("adapter_config.json"))
 
 
+def _saved_dirs_reproduce_the_scores(setting, run_dir: Path, cfg, method: str) -> int:
+    """Each saved task dir, loaded with plain PEFT, scores its R_loss row (every view); returns the checks made.
+
+    ONE scores task i with its own adapter, so its dir k backs column k of its row only.
+    """
+    from mcl.data import load_tasks
+    from mcl.eval import TaskEvaluator
+    from mcl.models import load_base
+    from mcl.train import task_dirs
+
+    summary = json.loads((run_dir / "metrics" / "summary.json").read_text())
+    tasks = load_tasks(cfg.tasks)
+    base, tokenizer = load_base(setting["model"])
+    evaluators = [TaskEvaluator(tokenizer, t, cfg.eval.split, cfg.eval.batch_size, cfg.train.max_len,
+                                cfg.eval.max_examples, text=cfg.text) for t in tasks]
+    checks = 0
+    for view in summary["views"]:
+        suffix = "" if view == summary["primary_view"] else f"_{view}"
+        R_loss = pd.read_csv(run_dir / "metrics" / f"R_loss{suffix}.csv", index_col=0)
+        for k, task_dir in enumerate(task_dirs(run_dir)):
+            adapter = task_dir / view if len(summary["views"]) > 1 else task_dir
+            model = PeftModel.from_pretrained(base, adapter).eval()
+            for i, ev in enumerate(evaluators):
+                if method != "one" or i == k:
+                    got = ev.evaluate(model, generate=False)["loss"]
+                    assert got == pytest.approx(R_loss.iloc[k, i], rel=1e-5, abs=1e-6), (adapter, tasks[i].name)
+                    checks += 1
+            base = model.unload()
+    return checks
+
+
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_every_method_runs_three_tasks_and_writes_peft_dirs(setting, tmp_path, method):
+def test_every_method_runs_three_tasks_and_its_saved_dirs_score_as_its_R_matrix(setting, tmp_path, method):
     args = {"method_args": {"buffer_size": 16}} if "buffer_size" in METHODS[method].defaults else {}
-    run_dir = train(_cfg(setting, tmp_path, method, **args), progress_bar=False)
+    cfg = _cfg(setting, tmp_path, method, **args)
+    run_dir = train(cfg, progress_bar=False)
     dirs = _adapter_dirs(run_dir)
     phases = 1 if method == "mtl" else 3
     per_phase = 2 if method.startswith("ilora") else 1
@@ -90,12 +122,22 @@ def test_every_method_runs_three_tasks_and_writes_peft_dirs(setting, tmp_path, m
         assert len(dirs) == phases * per_phase
         if method.startswith("ilora"):
             assert {d.name for d in dirs} == {"fast", "slow"}
-        base = AutoModelForCausalLM.from_pretrained(setting["model"])
-        PeftModel.from_pretrained(base, dirs[-1])  # plain peft loads the last checkpoint
     summary = json.loads((run_dir / "metrics" / "summary.json").read_text())
     assert np.isfinite(summary["loss"]["OP"])
     R_loss = (run_dir / "metrics" / "R_loss.csv").read_text().splitlines()
     assert len(R_loss) == phases + 1
+    if METHODS[method].produces_lora:  # pp's prompt dirs: tests/test_methods_baselines.py; l2p's pool is no PEFT dir
+        checks = _saved_dirs_reproduce_the_scores(setting, run_dir, cfg, method)  # plain peft loads every checkpoint
+        assert checks == {"mtl": 3, "one": 3}.get(method, 9 * per_phase)
+
+
+def test_olora_with_rslora_saves_the_grown_adapter_that_was_scored(setting, tmp_path):
+    """The rank-(k+1)r checkpoint keeps the scale α/√r: its α grows by √(k+1), not k+1."""
+    cfg = _cfg(setting, tmp_path, "olora", tasks=setting["tasks"][:2], **{"lora.use_rslora": True})
+    run_dir = train(cfg, progress_bar=False)
+    config = json.loads((run_dir / "tasks" / "1-last" / "adapter_config.json").read_text())
+    assert config["r"] == 8 and config["lora_alpha"] == pytest.approx(8.0 * 2 ** 0.5)
+    assert _saved_dirs_reproduce_the_scores(setting, run_dir, cfg, "olora") == 4
 
 
 def test_cl_metrics_match_hand_computation():
