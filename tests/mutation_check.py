@@ -2,9 +2,9 @@
 
 Each `Mutation` names a source edit and the tests (pytest arguments) that must catch it: the mutated copy must
 make them fail (pytest exit 1), the unmodified copy must pass them all (exit 0). Mutations run in parallel
-(`--jobs`, default: the CPU count), each on its own copy of mcl/ and tests/. An `equivalent` mutation (one that
-cannot change any result) is run and reported but not required to fail. A pattern that no longer occurs exactly
-once in its file is an error, not a pass: update the pattern together with the code it breaks.
+(`--jobs`, default: the CPU count), each on its own copy of mcl/, tests/ and benchmarks/. An `equivalent`
+mutation (one that cannot change any result) is run and reported but not required to fail. A pattern that no
+longer occurs exactly once in its file is an error, not a pass: update the pattern together with the code it breaks.
 
 `python tests/mutation_check.py [-j N] [NAME-SUBSTRING ...]` prints one line per mutation and the kill count;
 `tests/test_mutation_check.py` (slow) asserts that every non-equivalent mutation is killed.
@@ -145,12 +145,14 @@ MUTATIONS = [
     Mutation("balanced svd: S not square-rooted", ALIGN_PY, "root = s.sqrt()", "root = s", _t(ALIGN)),
     Mutation("procrustes rotation transposed", ALIGN_PY, "r = vh.T @ u.T", "r = u @ vh", _t(ALIGN)),
     # --- adaptive barrier search
-    Mutation("adaptive: bracket chosen by the highest value, not the height above the chord", ADAPTIVE_PY,
-             "above = v - ((1.0 - t) * v[0] + t * v[-1])", "above = v", _t(ADAPTIVE)),
-    Mutation("adaptive: search maximises the value, not the height above the chord", ADAPTIVE_PY,
-             "return -(known[x] - ((1.0 - x) * v[0] + x * v[-1]))", "return -known[x]", _t(ADAPTIVE)),
-    Mutation("adaptive: bracket only right of the peak", ADAPTIVE_PY, "bounds=(t[k - 1], t[k + 1])",
-             "bounds=(t[k], t[k + 1])", _t(ADAPTIVE)),
+    Mutation("adaptive: rise measured without the chord", ADAPTIVE_PY,
+             "return self.values[t] - ((1.0 - t) * self.values[0.0] + t * self.values[1.0])",
+             "return self.values[t]", _t(ADAPTIVE)),
+    Mutation("adaptive: bumps located by value, not by the rise above the chord", ADAPTIVE_PY,
+             "rise = [curve.rise(t) for t in ts]", "rise = [curve.values[t] for t in ts]", _t(ADAPTIVE)),
+    Mutation("adaptive: only the highest bump refined", ADAPTIVE_PY, "for t in bumps[:2]", "for t in bumps[:1]",
+             _t(ADAPTIVE)),
+    Mutation("adaptive: parabola top on the wrong side", ADAPTIVE_PY, "t = b - 0.5 *", "t = b + 0.5 *", _t(ADAPTIVE)),
     # --- bootstrap
     Mutation("bootstrap: mean of per-example means, not token-pooled", BOOTSTRAP_PY,
              "return (weights @ sums.T) / np.maximum(weights @ counts.T, 1.0)",
@@ -198,9 +200,9 @@ def _apply(tmp: Path, mutation: Mutation) -> None:
 
 
 def run_tests(tests: tuple[str, ...], mutation: Mutation | None = None, timeout: int = 900) -> int:
-    """pytest's exit code for `tests` on a copy of mcl/ and tests/ with `mutation` applied (None: unmodified)."""
+    """pytest's exit code for `tests` on a copy of mcl/, tests/, benchmarks/ with `mutation` (None: unmodified)."""
     with tempfile.TemporaryDirectory(prefix="mcl-mutation-") as tmp:
-        for part in ("mcl", "tests"):
+        for part in ("mcl", "tests", "benchmarks"):  # the adaptive tests read benchmarks/adaptive_barrier.py
             shutil.copytree(ROOT / part, Path(tmp) / part, ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copy(ROOT / "pyproject.toml", tmp)
         if mutation is not None:

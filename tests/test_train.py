@@ -126,9 +126,42 @@ def test_every_method_runs_three_tasks_and_its_saved_dirs_score_as_its_R_matrix(
     assert np.isfinite(summary["loss"]["OP"])
     R_loss = (run_dir / "metrics" / "R_loss.csv").read_text().splitlines()
     assert len(R_loss) == phases + 1
-    if METHODS[method].produces_lora:  # pp's prompt dirs: tests/test_methods_baselines.py; l2p's pool is no PEFT dir
+    if METHODS[method].produces_lora:  # pp's prompt dirs: test_methods_baselines.py; l2p's pools: test_l2p_saved_...
         checks = _saved_dirs_reproduce_the_scores(setting, run_dir, cfg, method)  # plain peft loads every checkpoint
         assert checks == {"mtl": 3, "one": 3}.get(method, 9 * per_phase)
+
+
+def test_l2p_saved_pools_score_as_its_R_matrix(setting, tmp_path):
+    """An L2P checkpoint is its prompt pool: loaded into a fresh L2P model, each scores its R_loss row."""
+    from accelerate import Accelerator
+    from safetensors.torch import load_file
+
+    from mcl.data import load_tasks
+    from mcl.eval import TaskEvaluator
+    from mcl.models import load_base
+    from mcl.train import task_dirs
+    from mcl.train.methods import Context
+
+    cfg = _cfg(setting, tmp_path, "l2p", method_args={"pool_size": 4, "prompt_length": 2, "top_n": 2})
+    run_dir = train(cfg, progress_bar=False)
+    R_loss = pd.read_csv(run_dir / "metrics" / "R_loss.csv", index_col=0)
+    base, tokenizer = load_base(setting["model"])
+    ctx = Context(model=None, tokenizer=tokenizer, accelerator=Accelerator(cpu=True), config=cfg, tasks=[])
+    method = METHODS["l2p"](ctx, **cfg.method_args)
+    ctx.model = method.setup(base, cfg.lora, seed=12345)  # other initial prompts: the pool file must replace them
+    tasks = load_tasks(cfg.tasks)
+    evaluators = [TaskEvaluator(tokenizer, t, cfg.eval.split, cfg.eval.batch_size, cfg.train.max_len,
+                                cfg.eval.max_examples, text=cfg.text) for t in tasks]
+    dirs = task_dirs(run_dir)
+    assert len(dirs) == 3
+    for k, d in enumerate(dirs):
+        pool = load_file(d / "prompt_pool.safetensors")
+        with torch.no_grad():
+            method.prompts.prompt.copy_(pool["prompt"])
+            method.prompts.key.copy_(pool["key"])
+        for i, ev in enumerate(evaluators):
+            got = ev.evaluate(ctx.model.eval(), generate=False)["loss"]
+            assert got == pytest.approx(R_loss.iloc[k, i], rel=1e-5, abs=1e-6), (d, tasks[i].name)
 
 
 def test_olora_with_rslora_saves_the_grown_adapter_that_was_scored(setting, tmp_path):
