@@ -38,20 +38,24 @@ def train(config: str | os.PathLike | None = None, *overrides: str, progress: bo
 
 def _setting(nodes: Sequence[Any], tasks: Sequence[str] | None, model: str | None, split: str, limit: int | None,
              metric: bool):
-    """(adapter states, base model, task evaluators) as the sweep commands resolve them."""
+    """(adapter states, base model, task evaluators) as the sweep commands resolve them (max_len included)."""
     from mcl.adapters import read_adapter
     from mcl.analysis import evaluators
     from mcl.cli.barrier_cmd import apply_base_override, base_of, tasks_of
+    from mcl.cli.max_len import model_context, task_max_lens
     from mcl.data import text_format
     from mcl.data.load import load_tasks
     from mcl.models import load_base
+    from mcl.train.records import recorded_max_len
 
     states = [n if hasattr(n, "tensors") else read_adapter(n) for n in nodes]
     apply_base_override(states, model)
     base, tokenizer = load_base(base_of(states, model))
-    recorded = next((s.meta["text"] for s in states if s.meta.get("text")), None)
+    text = text_format(next((s.meta["text"] for s in states if s.meta.get("text")), None))
     loaded = load_tasks(tasks_of(states, tasks), loss_only=not metric)
-    return states, base, evaluators(tokenizer, loaded, split, limit=limit, text=text_format(recorded))
+    max_lens = task_max_lens(None, [recorded_max_len(s.path, s.meta) for s in states], loaded, tokenizer, split, limit,
+                             text, metric, model_context(base))
+    return states, base, evaluators(tokenizer, loaded, split, max_len=max_lens, limit=limit, text=text)
 
 
 def barrier(a: Any, b: Any, tasks: Sequence[str] | None = None, model: str | None = None, space: str = "factors",

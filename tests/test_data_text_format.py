@@ -121,7 +121,7 @@ def test_run_hash_unchanged_by_default_text_and_snapshot_every_zero():
     cfg = load_config(None)
     d = cfg.to_dict()
     d.pop("runs_dir"), d.pop("text"), d.pop("model_dtype")
-    for key in ("epochs_per_task", "gradient_checkpointing", "log_with", "log_every", "lr_schedule"):
+    for key in ("epochs_per_task", "gradient_checkpointing", "log_with", "log_every", "lr_schedule", "fsdp", "ignore_memory_check"):
         d["train"].pop(key)
     assert cfg.run_hash(["h"]) == sha256_json({"config": d, "data": ["h"]})[:8]  # as before `text` existed
     ilora = load_config(None, method="ilora")

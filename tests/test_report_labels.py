@@ -28,7 +28,7 @@ def _run(root, name, tasks=("first", "last"), **train_or_eval):
 
 def test_settings_that_change_no_result_stay_out_of_labels(tmp_path):
     assert keys_without_results() == {"name", "runs_dir", "data_seed", "train.checkpoint_every", "train.log_every",
-                                      "train.log_with", "eval.batch_size"}
+                                      "train.log_with", "eval.batch_size", "train.ignore_memory_check"}
     runs = [_run(tmp_path, "a"), _run(tmp_path, "b", eval__batch_size=7, train__checkpoint_every=3, train__log_every=1),
             _run(tmp_path, "c", train__lr=5e-4)]
     assert group_labels([read_run(r) for r in runs]) == ["seq (train.lr=0.001)"] * 2 + ["seq (train.lr=0.0005)"]

@@ -36,7 +36,7 @@ from mcl.analysis.sweep import _model_key, PointJob, evaluate_points, t_grid
 from mcl.errors import MclError
 from mcl.eval import TaskEvaluator
 from mcl.paths import Binding, InterpolationPath
-from mcl.paths.merged_forward import bind_for_forward
+from mcl.paths.merged_forward import bind_for_forward, forward_spec
 
 
 NOISE = 1e-6  # rises below this fraction of the endpoint values are float rounding, not a barrier
@@ -226,7 +226,7 @@ def adaptive_sweep(
 ) -> pd.DataFrame:
     """A sweep frame whose t values per task locate that task's loss barrier (see the module docstring)."""
     search = search or AdaptiveSearch()
-    spec = path.spec()
+    spec = {**path.spec(), **forward_spec(path, merged)}
     cache = PointCache() if cache is True else cache or None
     fingerprint = _model_key(model) if cache else None
 

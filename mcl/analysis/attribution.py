@@ -20,7 +20,7 @@ from mcl.analysis.sweep import PointJob, evaluate_points, path_barriers, t_grid
 from mcl.errors import MclError
 from mcl.eval import TaskEvaluator
 from mcl.paths import InterpolationPath
-from mcl.paths.merged_forward import bind_for_forward
+from mcl.paths.merged_forward import bind_for_forward, forward_spec
 
 _LAYER = re.compile(r"\.layers\.(\d+)\.")
 
@@ -57,7 +57,7 @@ def attribute(
     if path.space.name not in ("factors", "delta"):
         raise MclError(f"attribution needs factors or delta space (one tensor layout along the path), not {path.space.name}")
     held = path.point(HOLDS[hold])
-    spec = path.spec()
+    spec = {**path.spec(), **forward_spec(path, merged)}
 
     def state(group: list[str], t: float) -> AdapterState:
         moving = path.point(t)

@@ -24,7 +24,7 @@ from mcl.analysis.distributed import ranks, run_shared
 from mcl.errors import MclError
 from mcl.eval import TaskEvaluator
 from mcl.paths import Binding, InterpolationPath
-from mcl.paths.merged_forward import bind_for_forward
+from mcl.paths.merged_forward import bind_for_forward, forward_spec
 
 
 @dataclass
@@ -243,7 +243,7 @@ def sweep(
         points = AdaptiveSearch()
     if isinstance(points, AdaptiveSearch):
         return adaptive_sweep(path, model, tasks, points, metric, cache, progress, per_example, merged)
-    spec = path.spec()
+    spec = {**path.spec(), **forward_spec(path, merged)}
     jobs = [PointJob({**spec, "t": round(t, 12)}, lambda t=t: path.point(t),
                      {"t": t, "path": path.name, "space": path.space.name}) for t in t_grid(points)]
     return evaluate_points(jobs, lambda: bind_for_forward(path, model, merged), model, tasks, metric, cache, progress,

@@ -79,6 +79,15 @@ def fits_working_copies(model: torch.nn.Module, point: AdapterState) -> bool:
     return needed < 0.9 * torch.cuda.mem_get_info(device)[0]
 
 
+def forward_spec(path: InterpolationPath, merged: bool = True) -> dict[str, str]:
+    """What a point's cache key records of its forward: {"forward": "merged"} for merged forwards, else nothing.
+
+    Merged and unmerged losses agree to ~1e-8 relative, not bit for bit; keyed apart, a sweep reads back exactly
+    what its own forward computes.
+    """
+    return {"forward": "merged"} if merged and can_merge(path) else {}
+
+
 def bind_for_forward(path: InterpolationPath, model: torch.nn.Module, merged: bool = True) -> Binding:
     """Bind `model` for the path's points: merged forwards where exact, else the space's own binding.
 
