@@ -53,7 +53,8 @@ class Budget:
 
 MODES = {
     "full": Budget(("seq", "er", ILORA, f"{ILORA},consistency_weight=0.1", f"{ILORA},consistency_target=slow",
-                    "ilora-released", "agem", "olora", "one", "mtl"), (100.0, 1000.0, 10000.0, 100000.0), (0, 1, 2),
+                    "ilora-released", "agem", "gem", "olora", "pp", "l2p", "one", "mtl"), (100.0, 1000.0, 10000.0, 100000.0),
+                   (0, 1, 2),
                    100, 100, 200, 6, 50, 4, 100, 9, "fomc, meeting, arith", 30, ""),
     "quick": Budget(("seq", "er", ILORA, "one"), (), (0,), 20, 30, 20, 5, 30, 2, 20, 5, None, None, "quick"),
 }
