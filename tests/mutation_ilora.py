@@ -52,7 +52,7 @@ MUTATIONS = [
     Mutation("no-op adapter switch in active_adapter", "mcl/train/methods/base.py",
              "            layer.set_adapter(name)\n", "            pass\n"),
     Mutation("warm-up counts updates, not optimizer steps", ILORA,
-             "        self.steps += 1\n        if float", "        if float",
+             "        self.steps += 1\n        p = float", "        p = float",
              (("lerp_states_(slow, fast, 1.0 - self.current_lambda())\n",
                "lerp_states_(slow, fast, 1.0 - self.current_lambda())\n        self.steps += 1\n"),)),
     Mutation("buffer filled before sampling", ILORA, "        replay = self.replay_batch(",

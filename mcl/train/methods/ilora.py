@@ -178,9 +178,9 @@ class ILoRA(ER):
 
     def after_step(self, batch, task_ids, step):
         self.steps += 1
-        if self.placement == "search":
-            pass  # the slow learner stays where the last task's search placed it
-        elif float(self.args["update_prob"]) >= 1.0 or torch.rand((), generator=self.update_rng) < float(self.args["update_prob"]):
+        p = float(self.args["update_prob"])  # placement "search": the slow learner stays where the last search put it
+        moves = self.placement == "ema" and (p >= 1.0 or torch.rand((), generator=self.update_rng) < p)
+        if moves:
             self.update_slow()
         super().after_step(batch, task_ids, step)
         if self.snapshot_every and (step + 1) % self.snapshot_every == 0:
