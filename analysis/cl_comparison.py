@@ -9,7 +9,8 @@ R_loss.csv, summary.json and per-example scores (examples/phase-<k>.csv.gz) unde
 A method is a name or `name:key=value,...` (method_args; a dotted key is a config key), e.g.
 `ilora:ema_lambda=0.9` or `ilora:consistency_weight=0.1,train.lr_schedule=constant`.
 Finished runs are reused (runs are named by config hash).
-    python analysis/cl_comparison.py [--methods ...] [--seeds 0 1 2] [--steps 100] [--jobs 2]
+`--config` swaps the base config (e.g. configs/smollm2-subset.yaml for the SmolLM2 grid).
+    python analysis/cl_comparison.py [--methods ...] [--seeds 0 1 2] [--steps 100] [--jobs 2] [--config FILE]
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def overrides(spec: str, seed: int, steps: int, eval_examples: int, buffer: int,
     over = [f"method={name}", f"train.seed={seed}", f"train.steps_per_task={steps}", f"eval.max_examples={eval_examples}"]
     over += [f"tasks=[{tasks}]"] if tasks else []
     over += [f"{k}={v}" for k, v in config.items()]
-    return over + ([f"method_args={{{', '.join(f'{k}: {v}' for k, v in args.items())}}}"] if args else [])
+    return over + [f"method_args={{{', '.join(f'{k}: {v}' for k, v in args.items())}}}"]  # always: a config's own are replaced
 
 
 def keep_runs(grid: list[tuple[str, int]], run_dirs: list[str], out: Path) -> None:
@@ -125,6 +126,7 @@ def main() -> None:
                    help="train nothing: report the (method, seed) runs that have finished and list the missing ones")
     p.add_argument("--from-kept", action="store_true",
                    help="train nothing, need no run dir: rebuild methods.md and paired.md from the files kept in OUT/runs")
+    p.add_argument("--config", default=CONFIG, help=f"base config of every run (default {CONFIG})")
     p.add_argument("--out", default=str(ROOT / "results" / "cl_comparison"))
     a = p.parse_args()
     if a.from_kept:
@@ -135,14 +137,14 @@ def main() -> None:
     grid = [(m, seed) for seed in a.seeds for m in a.methods]
     over = [overrides(m, s, a.steps, a.eval_examples, a.buffer, a.tasks) for m, s in grid]
     if a.existing_only:
-        found = [finished_run(CONFIG, o) for o in over]
+        found = [finished_run(a.config, o) for o in over]
         missing = [f"{m} seed {s}" for (m, s), run in zip(grid, found) if run is None]
         keep = [i for i, run in enumerate(found) if run]
         if not keep:
             raise SystemExit("no finished run in this grid")
         grid, runs = [grid[i] for i in keep], [found[i] for i in keep]
     else:
-        missing, runs = [], train_grid(CONFIG, over, a.jobs)
+        missing, runs = [], train_grid(a.config, over, a.jobs)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "not_run.txt", "".join(f"{m}\n" for m in missing))

@@ -12,6 +12,10 @@
   difference). Holds when both intervals lie above 0, does not hold when one lies below 0, otherwise
   (an interval that contains 0, or runs kept without per-example scores) it is inconclusive.
   Other I-LoRA variants in the results are listed beside it with their interval against ER.
+  On the tiny model C3 is judged on the protocol's final grid (results/final_grid, the README's "Protocol
+  for the next grids") with the variant chosen on the tuning stream (results/ilora_tuning/choice.json)
+  once that grid has runs; before, on results/cl_comparison with I-LoRA λ 0.9. SmolLM2 likewise:
+  results/smollm2/final_grid (60 steps per task, the chosen λ's window kept as the same share of a task).
 Missing inputs are reported as not run. Writes results/claims.md.
     python analysis/claims.py
 """
@@ -25,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common import TUNED_STEPS, at_steps
 from tables import label
 
 from mcl.analysis import Bootstrap, interval_verdict, paired_op_difference, path_barriers
@@ -33,6 +38,7 @@ from mcl.io import write_text_atomic
 ROOT = Path(__file__).resolve().parents[1]
 SCALES = {"tiny (5M, 8 tasks)": ROOT / "results", "SmolLM2-135M-Instruct (4 tasks)": ROOT / "results" / "smollm2"}
 REFERENCES = {"one", "mtl"}
+SMOL_FINAL_STEPS = 60  # steps per task of the SmolLM2 final grid (reproduce.py)
 
 
 def _verdict(ok: list[bool]) -> str:
@@ -121,7 +127,9 @@ def c3(results: Path, ilora: str) -> str:
     verdict = "inconclusive" if any(r is None for r in tests.values()) else interval_verdict(
         [(r["low"], r["high"]) for r in tests.values()])
     names = dict(zip(ops.variant, ops.label))
-    text = (f"**{verdict}**: OP {mine.mean():.3f} (slow learner, {len(mine)} seed{'s' * (len(mine) > 1)}); "
+    view = json.loads((Path(ops[ops.variant == ilora].iloc[0].dir) / "summary.json").read_text()).get("primary_view", "main")
+    learner = {"slow": "slow learner", "fast": "fast learner"}.get(view, view)
+    text = (f"**{verdict}**: {names[ilora]}: OP {mine.mean():.3f} ({learner}, {len(mine)} seed{'s' * (len(mine) > 1)}); "
             f"I-LoRA − ER {_interval(tests['ER'], ops, ilora, er_name)}")
     text += f"; best other method {names[best]} {means[best]:.3f}"
     if len(tests) > 1:
@@ -132,14 +140,29 @@ def c3(results: Path, ilora: str) -> str:
     return text
 
 
+def run_name(spec: str) -> str:
+    """The kept run dir's variant name of a cl_comparison method spec (as keep_runs writes it)."""
+    return spec.replace(":", "_").replace(",", "_").replace("=", "")
+
+
+def c3_source(results: Path, old: tuple[Path, str], steps: int) -> tuple[Path, str]:
+    """(kept runs dir, I-LoRA variant) for one scale's C3: its final grid with the tuned choice once it has runs."""
+    grid, choice = results / "final_grid", ROOT / "results" / "ilora_tuning" / "choice.json"
+    if choice.is_file() and any(grid.glob("runs/*/summary.json")):
+        return grid, run_name(at_steps(json.loads(choice.read_text())["chosen_spec"], steps))
+    return old
+
+
 def main() -> None:
     """Judge every claim at every scale and write results/claims.md."""
     lines = ["| claim | " + " | ".join(SCALES) + " |", "|---|" + "---|" * len(SCALES)]
     cells = {}
     for scale, results in SCALES.items():
         c1, c2 = c1_c2(results / "mode_connectivity.csv")
-        cells[scale] = (c1, c2, c3(results / ("cl_comparison" if scale.startswith("tiny") else ""),
-                                   "ilora_ema_lambda0.9" if scale.startswith("tiny") else "ilora"))
+        tiny = scale.startswith("tiny")
+        source, ilora = c3_source(results, (results / "cl_comparison", "ilora_ema_lambda0.9") if tiny else (results, "ilora"),
+                                  TUNED_STEPS if tiny else SMOL_FINAL_STEPS)
+        cells[scale] = (c1, c2, c3(source, ilora))
     names = ["C1: consecutive minima are joined by low-loss paths", "C2: interior points balance plasticity and stability",
              "C3: I-LoRA beats prior methods"]
     for k, name in enumerate(names):

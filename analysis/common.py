@@ -41,3 +41,23 @@ def train_grid(config: str, grid: list[list[str]], jobs: int = 2, threads: int =
 def report(run_dirs: list[str], out: str) -> None:
     """`mcl report` over run dirs into `out` (report.md, report.csv, heatmaps)."""
     subprocess.run([sys.executable, "-m", "mcl.cli.main", "report", *run_dirs, "--out", out], check=True, cwd=ROOT)
+
+
+TUNED_STEPS = 100  # steps per task of the tuning stream (the README's protocol)
+PLACEMENT = "ilora:placement=search,consistency_weight=0.1"  # the slow learner placed by the path search
+
+
+def at_steps(spec: str, steps: int) -> str:
+    """A tuned method variant at `steps` per task: an explicit ema_lambda keeps its window's share of a task."""
+    name, _, args = spec.partition(":")
+    kv = dict(x.split("=", 1) for x in args.split(",") if x)
+    if "ema_lambda" in kv and steps != TUNED_STEPS:
+        kv["ema_lambda"] = f"{1 - (1 - float(kv['ema_lambda'])) * TUNED_STEPS / steps:.4g}"  # window (1-λ)^-1 ∝ steps
+    return name + (":" + ",".join(f"{k}={v}" for k, v in kv.items()) if kv else "")
+
+
+def final_methods(chosen: str, steps: int = TUNED_STEPS, smollm2: bool = False) -> list[str]:
+    """The protocol's final grid: seq, ER, the chosen variant, the placement variant (+ released presets, one, mtl on tiny)."""
+    methods = ["seq", "er", at_steps(chosen, steps), PLACEMENT]
+    methods += [] if smollm2 else ["ilora-released", "ilora-as-released", "one", "mtl"]
+    return list(dict.fromkeys(methods))

@@ -26,7 +26,8 @@ def test_overrides_carry_the_variant_the_buffer_and_a_sub_stream():
     assert "tasks=[stance, fomc]" in over
     assert over[-1] == "method_args={buffer_size: 200, ema_lambda: 0.9}"
     assert overrides("seq", 0, 10, 10, 200) == ["method=seq", "train.seed=0", "train.steps_per_task=10",
-                                                "eval.max_examples=10"]  # no buffer for a method without replay
+                                                "eval.max_examples=10", "method_args={}"]  # no buffer without replay;
+    # method_args always given, so a base config's own (SmolLM2's I-LoRA ones) never reach another method
 
 
 def _kept(root: Path, variant: str, seed: int, op: float, spec: str | None = None,
@@ -145,3 +146,22 @@ def test_a_dotted_key_in_a_variant_is_a_config_override_and_tuning_chooses_the_b
     summaries[("er", 0)] = summaries[("er", 1)] = {"score": {"OP": 0.99}}  # ER is a reference, never chosen
     choice = ilora_tuning.choose(summaries)
     assert choice["chosen_spec"] == specs[-1] and choice["variants"]["ER (reference)"]["OP_mean"] == 0.99
+
+
+def test_the_protocol_keeps_the_tuned_window_share_and_judges_c3_on_the_final_grid(tmp_path, monkeypatch):
+    from common import PLACEMENT, at_steps, final_methods
+
+    assert at_steps("ilora:ema_lambda=0.9,consistency_weight=0", 100) == "ilora:ema_lambda=0.9,consistency_weight=0"
+    assert at_steps("ilora:ema_lambda=0.9,consistency_weight=0", 50) == "ilora:ema_lambda=0.8,consistency_weight=0"
+    assert at_steps("ilora-released", 60) == "ilora-released"  # no explicit λ: nothing to rescale
+    tiny = final_methods("ilora:ema_lambda=0.96,consistency_weight=0")
+    assert tiny[:4] == ["seq", "er", "ilora:ema_lambda=0.96,consistency_weight=0", PLACEMENT] and len(tiny) == 8
+    assert final_methods(PLACEMENT, 60, smollm2=True) == ["seq", "er", PLACEMENT]  # chosen = placement: once
+    monkeypatch.setattr(claims, "ROOT", tmp_path)
+    old = (tmp_path / "cl_comparison", "ilora_ema_lambda0.9")
+    assert claims.c3_source(tmp_path, old, 100) == old  # no choice, no grid: the old table
+    (tmp_path / "results" / "ilora_tuning").mkdir(parents=True)
+    (tmp_path / "results" / "ilora_tuning" / "choice.json").write_text(json.dumps({"chosen_spec": "ilora:ema_lambda=0.9"}))
+    assert claims.c3_source(tmp_path, old, 100) == old  # a choice but an empty grid: still the old table
+    _kept(tmp_path / "final_grid", "er", 0, 0.6)
+    assert claims.c3_source(tmp_path, old, 50) == (tmp_path / "final_grid", "ilora_ema_lambda0.8")
