@@ -56,8 +56,16 @@ def at_steps(spec: str, steps: int) -> str:
     return name + (":" + ",".join(f"{k}={v}" for k, v in kv.items()) if kv else "")
 
 
+def control(spec: str) -> str | None:
+    """ER with a variant's training-setting changes (its dotted config keys, e.g. a constant schedule), or None."""
+    keys = [kv for kv in spec.partition(":")[2].split(",") if "." in kv.partition("=")[0]]
+    return "er:" + ",".join(keys) if keys else None
+
+
 def final_methods(chosen: str, steps: int = TUNED_STEPS, smollm2: bool = False) -> list[str]:
-    """The protocol's final grid: seq, ER, the chosen variant, the placement variant (+ released presets, one, mtl on tiny)."""
-    methods = ["seq", "er", at_steps(chosen, steps), PLACEMENT]
+    """The protocol's final grid: seq, ER, the chosen variant, the placement variant (+ released presets, one, mtl on tiny).
+
+    When the chosen variant also changes a training setting, ER with that setting runs beside it as a control."""
+    methods = ["seq", "er", *filter(None, [control(chosen)]), at_steps(chosen, steps), PLACEMENT]
     methods += [] if smollm2 else ["ilora-released", "ilora-as-released", "one", "mtl"]
     return list(dict.fromkeys(methods))

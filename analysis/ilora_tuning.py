@@ -37,6 +37,9 @@ VARIANTS = {  # label -> cl_comparison method spec; windows 1/(1-λ) at 100 step
     "slow learner placed by the path search, γ 0.1": "ilora:placement=search,consistency_weight=0.1",
     "ilora-released (λ 0.25, fast learner)": "ilora-released",
     "ilora-as-released (slow learner stuck at the base)": "ilora-as-released",
+    # a control added after the first tuning table, before any final run: the chosen variant changed the
+    # schedule too, so ER with the same schedule tells the schedule's share from I-LoRA's (never a candidate)
+    "ER, constant learning rate (control)": "er:train.lr_schedule=constant",
 }
 
 

@@ -145,7 +145,8 @@ def test_a_dotted_key_in_a_variant_is_a_config_override_and_tuning_chooses_the_b
     summaries = {(spec, s): {"score": {"OP": 0.5 + 0.01 * k + 0.001 * s}} for k, spec in enumerate(specs) for s in (0, 1)}
     summaries[("er", 0)] = summaries[("er", 1)] = {"score": {"OP": 0.99}}  # ER is a reference, never chosen
     choice = ilora_tuning.choose(summaries)
-    assert choice["chosen_spec"] == specs[-1] and choice["variants"]["ER (reference)"]["OP_mean"] == 0.99
+    assert specs[-1].startswith("er:")  # the control scores highest here but is never a candidate
+    assert choice["chosen_spec"] == specs[-2] and choice["variants"]["ER (reference)"]["OP_mean"] == 0.99
 
 
 def test_the_protocol_keeps_the_tuned_window_share_and_judges_c3_on_the_final_grid(tmp_path, monkeypatch):
@@ -157,6 +158,8 @@ def test_the_protocol_keeps_the_tuned_window_share_and_judges_c3_on_the_final_gr
     tiny = final_methods("ilora:ema_lambda=0.96,consistency_weight=0")
     assert tiny[:4] == ["seq", "er", "ilora:ema_lambda=0.96,consistency_weight=0", PLACEMENT] and len(tiny) == 8
     assert final_methods(PLACEMENT, 60, smollm2=True) == ["seq", "er", PLACEMENT]  # chosen = placement: once
+    assert final_methods("ilora:ema_lambda=0.9,train.lr_schedule=constant", 50, smollm2=True) == [
+        "seq", "er", "er:train.lr_schedule=constant", "ilora:ema_lambda=0.8,train.lr_schedule=constant", PLACEMENT]
     monkeypatch.setattr(claims, "ROOT", tmp_path)
     old = (tmp_path / "cl_comparison", "ilora_ema_lambda0.9")
     assert claims.c3_source(tmp_path, old, 100) == old  # no choice, no grid: the old table
