@@ -641,3 +641,31 @@ def test_per_example_scores_of_every_phase_and_view_recompute_the_R_matrices(set
             for task, g in ex[ex.view == view].groupby("task"):
                 assert g.score.mean() == pytest.approx(R[task], abs=1e-12)
                 assert g.loss_sum.sum() / g.tokens.sum() == pytest.approx(L[task], rel=1e-12)
+
+
+KILL_FAST = {"gem", "pp", "l2p"}  # the rest run the same check in the slow suite
+
+
+@pytest.mark.parametrize("method", [m if m in KILL_FAST else pytest.param(m, marks=pytest.mark.slow) for m in sorted(METHODS)])
+def test_every_method_killed_with_sigkill_in_task_2_resumes_bit_identical(setting, tmp_path, method):
+    """A real kill -9 of a one-process run right after a checkpoint in task 2 (MTL's one joint phase: mid-phase);
+    resumed, it ends as an uninterrupted run."""
+    phase = 0 if method == "mtl" else 1
+    full = train(load_config(_run_config(setting, tmp_path, "full", method, generate=False)), progress_bar=False)
+    cfg = load_config(_run_config(setting, tmp_path, "killed", method, generate=False))
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(root)}
+    proc = subprocess.run([sys.executable, str(root / "tests" / "torchrun_train.py"), str(tmp_path / "killed.yaml"),
+                           str(phase), "2"], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == -9, proc.stderr[-2000:]  # killed by SIGKILL, not a clean exit
+    killed = resolve_run_dir(cfg)
+    progress = json.loads((killed / "state" / "progress.json").read_text())
+    assert (progress["phase"], progress["step"], progress["phases_done"]) == (phase, 2, phase)
+    train(cfg, progress_bar=False)
+    files = [sorted(p.relative_to(d) for p in (d / "tasks").rglob("*.safetensors")) for d in (full, killed)]
+    assert files[0] == files[1] and files[0]
+    for rel in files[0]:
+        a, b = load_file(full / rel), load_file(killed / rel)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), (method, rel)
+    for csv in ("R_loss.csv", "train_log.csv"):
+        assert (full / "metrics" / csv).read_text() == (killed / "metrics" / csv).read_text(), (method, csv)
