@@ -17,7 +17,8 @@ from common import ROOT
 
 from mcl.io import write_text_atomic
 
-ARG_LABELS = {"ema_lambda": "λ", "ewc_lambda": "λ", "consistency_weight": "γ", "consistency_target": "target"}
+ARG_LABELS = {"ema_lambda": "λ", "ewc_lambda": "λ", "consistency_weight": "γ", "consistency_target": "target",
+              "train.lr_schedule": "schedule"}
 NAME_LABELS = {"one": "one (reference)", "mtl": "mtl (reference)", "ilora-released": "ilora-released (λ 0.25)"}
 COLUMNS = ("OP", "BWT", "FWT", "forgetting")
 MARKER = re.compile(r"(<!-- table: (\S+) -->\n)(.*?)(<!-- /table -->)", re.S)
