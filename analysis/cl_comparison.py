@@ -129,6 +129,7 @@ def main() -> None:
     p.add_argument("--config", default=CONFIG, help=f"base config of every run (default {CONFIG})")
     p.add_argument("--out", default=str(ROOT / "results" / "cl_comparison"))
     a = p.parse_args()
+    a.out = str(Path(a.out).resolve())  # `mcl report` runs from the repo root: a relative --out must not move
     if a.from_kept:
         summary = kept_summaries(Path(a.out))
         write_text_atomic(Path(a.out) / "methods.md", methods_md(summary))
