@@ -21,7 +21,7 @@ import io
 import json
 from pathlib import Path
 
-from common import ROOT, finished_run, report, train_grid
+from common import ROOT, finished_run, report, run_name, train_grid
 from tables import methods_md, paired_md
 
 from mcl.io import atomic_path, write_text_atomic
@@ -54,7 +54,7 @@ def overrides(spec: str, seed: int, steps: int, eval_examples: int, buffer: int,
 def keep_runs(grid: list[tuple[str, int]], run_dirs: list[str], out: Path) -> None:
     """Copy each run's R matrices, summary and variant spec to out/runs/<variant>-seed<s>/ (README numbers recompute)."""
     for (spec, seed), run in zip(grid, run_dirs):
-        dest = out / "runs" / f"{spec.replace(':', '_').replace(',', '_').replace('=', '')}-seed{seed}"
+        dest = out / "runs" / f"{run_name(spec)}-seed{seed}"
         dest.mkdir(parents=True, exist_ok=True)
         for name in KEPT:  # text files, each written atomically
             if (Path(run) / "metrics" / name).exists():
@@ -100,7 +100,7 @@ def paired(summary: dict[tuple[str, int], dict], a: str, b: str, out: Path) -> l
             rows.append({"seed": seed, **{k: round(sa[k] - sb[k], 4) for k in ("OP", "BWT", "forgetting")},
                          **{f"loss_{k}": round(la[k] - lb[k], 4) for k in ("OP", "BWT", "FWT", "forgetting")}})
     if rows:
-        name = f"paired_{a}_minus_{b}".replace(":", "_").replace(",", "_").replace("=", "")
+        name = run_name(f"paired_{a}_minus_{b}")
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
         w.writeheader()

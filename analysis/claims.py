@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common import TUNED_STEPS, at_steps
+from common import TUNED_STEPS, at_steps, run_name
 from tables import label
 
 from mcl.analysis import Bootstrap, interval_verdict, paired_op_difference, path_barriers
@@ -138,11 +138,6 @@ def c3(results: Path, ilora: str) -> str:
         op = ops[ops.variant == name]["OP"]
         text += f"; variant {names[name]}: OP {op.mean():.3f}, − ER {_interval(compare(ops, name, er_name), ops, name, er_name)}"
     return text
-
-
-def run_name(spec: str) -> str:
-    """The kept run dir's variant name of a cl_comparison method spec (as keep_runs writes it)."""
-    return spec.replace(":", "_").replace(",", "_").replace("=", "")
 
 
 def c3_source(results: Path, old: tuple[Path, str], steps: int) -> tuple[Path, str]:

@@ -43,6 +43,11 @@ def report(run_dirs: list[str], out: str) -> None:
     subprocess.run([sys.executable, "-m", "mcl.cli.main", "report", *run_dirs, "--out", out], check=True, cwd=ROOT)
 
 
+def run_name(spec: str) -> str:
+    """A method variant's kept-run folder name: `ilora:ema_lambda=0.9,x=y` -> `ilora_ema_lambda0.9_xy`."""
+    return spec.replace(":", "_").replace(",", "_").replace("=", "")
+
+
 TUNED_STEPS = 100  # steps per task of the tuning stream (the README's protocol)
 PLACEMENT = "ilora:placement=search,consistency_weight=0.1"  # the slow learner placed by the path search
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import ROOT
+from common import ROOT, run_name
 
 from mcl.io import write_json_atomic, write_text_atomic
 
@@ -71,7 +71,7 @@ def main() -> None:
     summaries = {}
     for spec in VARIANTS.values():
         for seed in a.seeds:
-            d = out / "runs" / f"{spec.replace(':', '_').replace(',', '_').replace('=', '')}-seed{seed}"
+            d = out / "runs" / f"{run_name(spec)}-seed{seed}"
             if (d / "summary.json").is_file():
                 summaries[(spec, int(seed))] = json.loads((d / "summary.json").read_text())
     choice = choose(summaries)
